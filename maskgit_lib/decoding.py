@@ -191,6 +191,10 @@ def iterative_decode(
 ) -> DecodeTrace:
     """Fill the hidden tokens of each image by iterative MaskGIT decoding.
 
+    Runs under ``torch.no_grad()``; every image of the batch follows its own N0
+    and counts (vectorised, no loop over images). An image with nothing hidden
+    passes through unchanged.
+
     Args:
         tokens_to_logits: callable mapping int64 (B, L) tokens (hidden = mask id)
             to float logits (B, L, K) over codebook ids; a (B, L, K+1) output

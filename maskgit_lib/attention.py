@@ -41,10 +41,13 @@ def _check_impl(impl: str) -> str:
     return impl
 
 
-def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None) -> None:
+def _check_qkv(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None
+) -> None:
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
         raise ValueError(
-            f"q, k, v must be 4-D (B, H, L, d); got shapes {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+            "q, k, v must be 4-D (B, H, L, d); got shapes "
+            f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
         )
     if q.shape[:2] != k.shape[:2] or k.shape[:3] != v.shape[:3] or q.shape[-1] != k.shape[-1]:
         raise ValueError(
@@ -53,7 +56,9 @@ def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_ma
         )
     if key_padding_mask is not None:
         if key_padding_mask.dtype != torch.bool:
-            raise ValueError(f"key_padding_mask must be bool (True = ignore that key); got {key_padding_mask.dtype}")
+            raise ValueError(
+                f"key_padding_mask must be bool (True = ignore that key); got {key_padding_mask.dtype}"
+            )
         if tuple(key_padding_mask.shape) != (k.shape[0], k.shape[2]):
             raise ValueError(
                 f"key_padding_mask must have shape (B, Lk) = {(k.shape[0], k.shape[2])}; "
@@ -194,7 +199,9 @@ class MultiHeadSelfAttention(nn.Module):
             if key_padding_mask is not None:
                 _check_qkv(q, k, v, key_padding_mask)
                 allowed = ~key_padding_mask[:, None, None, :]  # (B, 1, 1, L), True = take part
-            heads_out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout_p)  # (B, H, L, d)
+            heads_out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=allowed, dropout_p=dropout_p
+            )  # (B, H, L, d)
         merged = heads_out.transpose(1, 2).reshape(b, n, self.dim)  # (B, L, D), heads concatenated
         out = self.out_proj(merged)  # (B, L, D)
         if return_attention:

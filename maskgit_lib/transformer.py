@@ -76,7 +76,9 @@ class TransformerBlock(nn.Module):
         )
         self.norm2 = nn.LayerNorm(cfg.dim, eps=LN_EPS)
 
-    def forward(self, x: torch.Tensor, return_attention: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, x: torch.Tensor, return_attention: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Args: x float (B, L, D). Returns ``(x, attn)``: (B, L, D) and (B, H, L, L) or None."""
         attn = None
         if return_attention:
@@ -142,7 +144,10 @@ class MaskGITTransformer(nn.Module):
     def _check_tokens(self, tokens: Any) -> None:
         cfg = self.cfg
         if not isinstance(tokens, torch.Tensor):
-            raise ValueError(f"tokens must be a torch.Tensor of int64 ids, shape (B, {cfg.num_tokens}); got {type(tokens).__name__}")
+            raise ValueError(
+                f"tokens must be a torch.Tensor of int64 ids, shape (B, {cfg.num_tokens}); "
+                f"got {type(tokens).__name__}"
+            )
         if tokens.dtype != torch.int64:
             raise ValueError(
                 f"tokens must be int64 (torch.long) codebook ids; got {tokens.dtype} (use tokens.long())"
@@ -156,7 +161,8 @@ class MaskGITTransformer(nn.Module):
             lo, hi = torch.aminmax(tokens)
             if int(lo) < 0 or int(hi) > cfg.codebook_size:
                 raise ValueError(
-                    f"token ids must lie in [0, {cfg.codebook_size}] (codebook ids 0..{cfg.codebook_size - 1}, "
+                    f"token ids must lie in [0, {cfg.codebook_size}] "
+                    f"(codebook ids 0..{cfg.codebook_size - 1}, "
                     f"mask token {cfg.mask_token_id}); got values in [{int(lo)}, {int(hi)}]"
                 )
 
@@ -246,7 +252,9 @@ def flops_per_image(cfg: TransformerConfig, training: bool = False) -> float:
     return 3.0 * forward if training else forward
 
 
-def save_transformer(model: MaskGITTransformer, path: str | os.PathLike, metrics: dict[str, Any] | None = None) -> Path:
+def save_transformer(
+    model: MaskGITTransformer, path: str | os.PathLike, metrics: dict[str, Any] | None = None
+) -> Path:
     """Atomically write the model's weights and config as safetensors.
 
     Args:
@@ -257,7 +265,9 @@ def save_transformer(model: MaskGITTransformer, path: str | os.PathLike, metrics
     Returns:
         The destination path.
     """
-    return save_weights(path, model.state_dict(), model_type=MODEL_TYPE, config=config_to_dict(model.cfg), metrics=metrics)
+    return save_weights(
+        path, model.state_dict(), model_type=MODEL_TYPE, config=config_to_dict(model.cfg), metrics=metrics
+    )
 
 
 def load_transformer(

@@ -13,7 +13,9 @@ B, L, D, H = 3, 10, 32, 4
 ATOL = 1e-5
 
 
-def _ours_and_torch(impl: str = "scratch", dropout: float = 0.0) -> tuple[MultiHeadSelfAttention, nn.MultiheadAttention]:
+def _ours_and_torch(
+    impl: str = "scratch", dropout: float = 0.0
+) -> tuple[MultiHeadSelfAttention, nn.MultiheadAttention]:
     """Our module and a torch MHA holding the same weights (in_proj = [Wq; Wk; Wv])."""
     torch.manual_seed(0)
     ours = MultiHeadSelfAttention(D, H, dropout=dropout, impl=impl)
@@ -113,7 +115,9 @@ def test_dropout_only_in_training(impl: str) -> None:
 def test_scratch_dropout_generator_is_reproducible() -> None:
     q, k, v = (torch.randn(B, H, L, 8) for _ in range(3))
     runs = [
-        scaled_dot_product_attention(q, k, v, dropout_p=0.3, training=True, generator=torch.Generator().manual_seed(7))[0]
+        scaled_dot_product_attention(
+            q, k, v, dropout_p=0.3, training=True, generator=torch.Generator().manual_seed(7)
+        )[0]
         for _ in range(2)
     ]
     assert torch.equal(runs[0], runs[1])

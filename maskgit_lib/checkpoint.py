@@ -124,8 +124,8 @@ def read_weights(
     path = Path(path)
     _require_file(path, "checkpoint")
     with open(path, "rb") as fh:
-        head = fh.read(8)
-    if head[:2] in (b"PK", b"\x80\x02") or head[:1] == b"\x80":
+        head = fh.read(9)  # safetensors: 8-byte little-endian header length, then "{"
+    if head[8:9] != b"{" and (head[:2] == b"PK" or head[:1] == b"\x80"):
         raise CheckpointError(
             f"{path} is a pickle/torch.save file, not safetensors; model weights are only "
             "loaded from .safetensors files (pickles can run code). Convert it with "

@@ -31,7 +31,8 @@ codebook loss instead; usage counts and restarts still apply.
 
 Distributed training: when ``torch.distributed`` is initialised with more than
 one process, the per-code counts and sums are all-reduced before the EMA
-update (so every rank applies the same global-batch update), and the codebook
+update (so every rank applies the same global-batch update; usage counts, and
+so ``dead_code_threshold``, are then per global batch), and the codebook
 and EMA buffers are broadcast from rank 0 after restarts (each rank draws its
 candidates from its own batch). DDP's default ``broadcast_buffers=True`` would
 also copy rank 0's buffers at every forward, so the buffers can never drift.
@@ -44,6 +45,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+
+__all__ = ["VectorQuantizer", "codebook_usage"]
 
 
 def codebook_usage(tokens: torch.Tensor, codebook_size: int) -> tuple[float, float]:

@@ -1,0 +1,318 @@
+"""``maskgit train-transformer`` and ``maskgit eval-transformer``: MVTM training (stage 2).
+
+Masked Visual Token Modeling (MaskGIT, Chang et al. 2022, section 3.2): for
+each training image's tokens ``Y`` (L of them), draw r ~ U(0, 1), hide
+``ceil(gamma(r) * L)`` random positions (:func:`maskgit_lib.masking.mvtm_mask`),
+replace them by ``[MASK]`` = K and minimise the cross-entropy on the hidden
+positions only::
+
+    L_mask = - E_Y [ sum_{i: m_i = 1} log p(y_i | Y_masked) ] / sum_i m_i
+
+with label smoothing (0.1 in the official code), AdamW (0.9, 0.96), warmup +
+cosine decay, gradient accumulation and clipping.
+
+The frozen VQGAN tokenizes the training images, their mirror images (2x
+data) and the validation images once; the token grids are cached under
+``paths.cache_dir()/tokens/<key>.pt`` where the key hashes the VQGAN file's
+bytes and the split's file names and bytes (a new tokenizer or new images give
+a new key).
+
+Validation uses a FIXED set of masks (seed 0, drawn on the CPU) over the
+validation tokens, so its masked-token cross-entropy (no label smoothing) and
+accuracy compare across runs; ``eval-transformer`` recomputes exactly these
+numbers from a shipped checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import logging
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from . import paths
+from .config import TransformerConfig, config_to_dict
+from .errors import CheckpointError
+from .training import (
+    FINAL_NAME, WEIGHT_DTYPES, DistContext, Trainer, add_train_arguments, barrier, cleanup_distributed, derive_seed,
+    exact_fp32, export_weights, images_to_float, load_images_uint8, process_start_time, resolve_device, resolve_splits,
+    setup_distributed, train_config_from_args, write_json,
+)
+
+log = logging.getLogger(__name__)
+
+#: TrainConfig values per preset (flags override them).
+TRANSFORMER_TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(batch_size=8, lr=1e-3, weight_decay=0.01, warmup_steps=5, max_steps=30, val_every=10,
+                 ckpt_every=10, log_every=5),
+    "cpu": dict(batch_size=64, lr=5e-4, weight_decay=0.05, warmup_steps=300, max_steps=6000, val_every=250,
+                ckpt_every=250, log_every=10),
+    "lab": dict(batch_size=128, lr=2e-4, weight_decay=0.05, warmup_steps=1000, max_steps=30000,
+                val_every=1000, ckpt_every=1000, log_every=20),
+}
+VAL_MASK_SEED = 0
+TOKEN_CACHE_FORMAT = 1
+LOSS_NAMES = ("loss", "masked_acc", "mask_ratio")
+VAL_NAMES = ("ce", "masked_acc", "num_masked")
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def token_cache_key(vqgan_sha256: str, files: Sequence[Path], flipped: bool) -> str:
+    """Cache key of one split's tokens: the tokenizer's bytes + each file's name and bytes."""
+    digest = hashlib.sha256(f"maskgit-tokens:{TOKEN_CACHE_FORMAT}:{vqgan_sha256}:{int(flipped)}".encode())
+    for path in files:
+        digest.update(Path(path).name.encode() + b"\0" + hashlib.sha256(Path(path).read_bytes()).digest())
+    return digest.hexdigest()
+
+
+@torch.no_grad()
+def tokenize_images(vqgan: torch.nn.Module, images_u8: torch.Tensor, batch_size: int = 256,
+                    flipped: bool = False) -> torch.Tensor:
+    """Token ids of uint8 images (N, 3, S, S) (optionally mirrored) -> int64 (N, L) on the CPU (fp32, no TF32)."""
+    device = next(vqgan.parameters()).device
+    out = []
+    with exact_fp32():
+        for chunk in images_u8.split(batch_size):
+            images = images_to_float(chunk.to(device))  # (B, 3, S, S)
+            if flipped:
+                images = images.flip(-1)
+            out.append(vqgan.encode_to_tokens(images).flatten(1).cpu())  # (B, L)
+    return torch.cat(out)
+
+
+def cached_tokens(vqgan_path: Path, vqgan: torch.nn.Module, vqgan_sha256: str, files: Sequence[Path],
+                  flipped: bool = False, ctx: DistContext | None = None) -> tuple[torch.Tensor, str]:
+    """Tokens of ``files`` from the cache, computing and writing them (atomically, rank 0) if missing.
+
+    Returns:
+        ``(tokens, key)``: int64 (N, L) on the CPU and the cache key.
+    """
+    from .checkpoint import load_training_state, save_training_state
+
+    key = token_cache_key(vqgan_sha256, files, flipped)
+    path = paths.cache_dir() / "tokens" / f"{key[:24]}.pt"
+    is_main = ctx is None or ctx.is_main
+    if is_main and not path.exists():
+        t0 = time.monotonic()
+        images = load_images_uint8(files, vqgan.cfg.image_size)
+        tokens = tokenize_images(vqgan, images, flipped=flipped)
+        small = tokens.to(torch.int16 if vqgan.cfg.codebook_size <= 32767 else torch.int32)
+        save_training_state(path, {"format": TOKEN_CACHE_FORMAT, "key": key, "vqgan": str(vqgan_path),
+                                   "flipped": flipped, "files": [Path(f).name for f in files], "tokens": small})
+        log.info("tokenized %d images%s in %.1f s -> %s", len(files), " (mirrored)" if flipped else "",
+                 time.monotonic() - t0, path)
+    if ctx is not None:
+        barrier(ctx)
+    cache = load_training_state(path)
+    if cache.get("key") != key:
+        raise CheckpointError(f"token cache {path} holds another key; delete it and run again")
+    return cache["tokens"].long(), key
+
+
+def fixed_val_masks(num: int, num_tokens: int, schedule: str, seed: int = VAL_MASK_SEED,
+                    min_ratio: float = 0.0) -> torch.Tensor:
+    """The validation masks: bool (num, L), drawn on the CPU from ``seed`` (same on every machine)."""
+    from .masking import mvtm_mask
+
+    return mvtm_mask(num, num_tokens, schedule, torch.Generator().manual_seed(seed), min_ratio=min_ratio)
+
+
+@torch.no_grad()
+def masked_token_metrics(model: torch.nn.Module, tokens: torch.Tensor, is_masked: torch.Tensor,
+                         batch_size: int = 128) -> dict[str, float]:
+    """Cross-entropy (no smoothing) and accuracy of the argmax on the hidden positions.
+
+    Args:
+        model: a :class:`~maskgit_lib.transformer.MaskGITTransformer` (plain module).
+        tokens: int64 (N, L) ground-truth ids.
+        is_masked: bool (N, L), True = hidden from the model.
+        batch_size: images per forward pass.
+
+    Returns:
+        ``ce`` (nats per masked token), ``masked_acc`` (in [0, 1]), ``num_masked``.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    k = model.cfg.codebook_size
+    ce_sum = correct = count = 0.0
+    for tok, hid in zip(tokens.split(batch_size), is_masked.split(batch_size)):
+        tok, hid = tok.to(device), hid.to(device)
+        logits = model(tok.masked_fill(hid, k)).float()  # (B, L, K)
+        ce = F.cross_entropy(logits.reshape(-1, k), tok.reshape(-1), reduction="none").view_as(tok)  # (B, L)
+        ce_sum += float(ce[hid].double().sum())
+        correct += float((logits.argmax(-1) == tok)[hid].sum())
+        count += float(hid.sum())
+    model.train(was_training)
+    return {"ce": ce_sum / max(count, 1.0), "masked_acc": correct / max(count, 1.0), "num_masked": int(count)}
+
+
+def make_train_step(cfg, tokens: torch.Tensor, codebook_size: int):
+    """The MVTM training step for :class:`~maskgit_lib.training.Trainer`.
+
+    Args:
+        cfg: TrainConfig (``schedule``, ``min_mask_ratio``, ``label_smoothing``).
+        tokens: int64 (N, L) training tokens on the training device.
+        codebook_size: K (= the mask token id).
+    """
+    from .masking import mvtm_mask
+
+    def train_step(model, indices: torch.Tensor, generator: torch.Generator, step: int) -> dict[str, torch.Tensor]:
+        target = tokens[indices]  # (B, L)
+        batch, length = target.shape
+        is_masked = mvtm_mask(batch, length, cfg.schedule, generator, target.device,
+                              min_ratio=cfg.min_mask_ratio)  # (B, L) r ~ U(0,1), ceil(gamma(r) L) hidden
+        logits = model(target.masked_fill(is_masked, codebook_size))  # (B, L, K)
+        ce = F.cross_entropy(logits.float().reshape(-1, codebook_size), target.reshape(-1),
+                             label_smoothing=cfg.label_smoothing, reduction="none").view(batch, length)
+        weight = is_masked.float()  # (B, L): loss on hidden positions only
+        count = weight.sum().clamp_min(1.0)
+        correct = (logits.detach().argmax(-1) == target).float()
+        return {"loss": (ce * weight).sum() / count, "masked_acc": (correct * weight).sum() / count,
+                "mask_ratio": weight.mean()}
+
+    return train_step
+
+
+def add_train_transformer_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the options of ``maskgit train-transformer``."""
+    add_train_arguments(parser, paths.project_root() / "runs" / "transformer")
+    parser.add_argument("--vqgan-checkpoint", type=Path, default=None,
+                        help=f"frozen tokenizer (default: {paths.default_vqgan_checkpoint()})")
+    parser.add_argument("--label-smoothing", type=float, default=None, help="cross-entropy label smoothing (0.1)")
+    parser.add_argument("--schedule", default=None, help="MVTM mask schedule gamma (default: cosine)")
+    parser.add_argument("--min-mask-ratio", type=float, default=None, help="minimum masking rate (default 0)")
+    parser.add_argument("--attention", choices=["sdpa", "scratch"], default=None,
+                        help="attention implementation (default: the preset's, sdpa)")
+
+
+def _load_tokenizer(vqgan_path: Path, device: torch.device):
+    from .vqgan import load_vqgan
+
+    vqgan = load_vqgan(vqgan_path, device)
+    for p in vqgan.parameters():
+        p.requires_grad_(False)
+    return vqgan, file_sha256(vqgan_path)
+
+
+def run_train_transformer(args: argparse.Namespace) -> int:
+    """Tokenize (cached), train with MVTM, write OUT/final.safetensors with val metrics; print a summary."""
+    start = process_start_time()
+    ctx = setup_distributed(args.device)
+    try:
+        from .masking import get_schedule
+        from .transformer import MaskGITTransformer, save_transformer
+
+        cfg = train_config_from_args(args, TRANSFORMER_TRAIN_PRESETS[args.preset], ctx.device)
+        get_schedule(cfg.schedule)  # fail early on a bad name
+        vqgan_path = Path(args.vqgan_checkpoint or paths.default_vqgan_checkpoint())
+        vqgan, vqgan_sha = _load_tokenizer(vqgan_path, ctx.device)
+        data_dir = args.data if args.data is not None else paths.default_dataset_dir()
+        train_files, val_files = resolve_splits(data_dir)
+        train, train_key = cached_tokens(vqgan_path, vqgan, vqgan_sha, train_files, False, ctx)
+        mirrored, _ = cached_tokens(vqgan_path, vqgan, vqgan_sha, train_files, True, ctx)
+        val, _ = cached_tokens(vqgan_path, vqgan, vqgan_sha, val_files, False, ctx)
+        k = vqgan.cfg.codebook_size
+        del vqgan
+        train_tokens = torch.cat([train, mirrored]).to(ctx.device)  # (2N, L)
+        val_masks = fixed_val_masks(val.shape[0], val.shape[1], cfg.schedule, VAL_MASK_SEED, cfg.min_mask_ratio)
+        model_cfg = dataclasses.replace(TransformerConfig.preset(args.preset), codebook_size=k,
+                                        num_tokens=train.shape[1])
+        if args.attention:
+            model_cfg = dataclasses.replace(model_cfg, attention=args.attention)
+        torch.manual_seed(derive_seed(cfg.seed, "init"))
+        model = MaskGITTransformer(model_cfg).to(ctx.device)
+        model.validate_inputs = False  # inputs are built here; skips a host sync per step
+        extra = {"vqgan_sha256": vqgan_sha, "train_tokens_key": train_key, "val_mask_seed": VAL_MASK_SEED,
+                 "val_mask_schedule": cfg.schedule, "val_min_mask_ratio": cfg.min_mask_ratio}
+        trainer = Trainer(
+            kind="transformer", run_dir=args.out, cfg=cfg, ctx=ctx, model=model,
+            model_config=config_to_dict(model_cfg), train_step=make_train_step(cfg, train_tokens, k),
+            validate=lambda: masked_token_metrics(model, val, val_masks, max(64, cfg.batch_size)),
+            save_final=lambda path, metrics: save_transformer(model, path, metrics),
+            num_train=train_tokens.shape[0], loss_names=LOSS_NAMES, val_names=VAL_NAMES, extra_config=extra,
+            stop_at_step=args.stop_at_step, resume=args.resume, start_time=start, show_progress=args.progress,
+            weights_dtype=WEIGHT_DTYPES[args.weights_dtype],
+        )
+        summary = trainer.run()
+        if ctx.is_main:
+            if args.export is not None:
+                export_weights(args.out / FINAL_NAME, args.export, WEIGHT_DTYPES[args.weights_dtype])
+            m = summary["metrics"]
+            print(f"train-transformer: {summary['steps']} steps ({summary['stop_reason']}) in "
+                  f"{summary['wall_time_s']:.0f} s on {summary['device']}; val masked CE {m['ce']:.4f}, "
+                  f"val masked-token accuracy {m['masked_acc']:.2%} ({int(m['num_masked'])} tokens)")
+            print(f"weights: {args.out / FINAL_NAME}" + (f" (exported to {args.export})" if args.export else ""))
+        return 0
+    finally:
+        cleanup_distributed()
+
+
+def add_eval_transformer_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the options of ``maskgit eval-transformer``."""
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help=f"transformer weights (default: {paths.default_transformer_checkpoint()})")
+    parser.add_argument("--vqgan-checkpoint", type=Path, default=None,
+                        help=f"tokenizer (default: {paths.default_vqgan_checkpoint()})")
+    parser.add_argument("--data", type=Path, default=None,
+                        help=f"dataset folder; uses its val/ split (default: {paths.default_dataset_dir()})")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of the fixed validation masks (default: the one recorded, 0)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    parser.add_argument("--batch-size", type=int, default=128, help="images per forward pass")
+    parser.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
+
+
+def run_eval_transformer(args: argparse.Namespace) -> int:
+    """Recompute the validation masked-token CE and accuracy of a checkpoint; compare with its metadata."""
+    from .checkpoint import read_weights
+    from .transformer import load_transformer
+
+    device = resolve_device(args.device)
+    checkpoint = Path(args.checkpoint or paths.default_transformer_checkpoint())
+    vqgan_path = Path(args.vqgan_checkpoint or paths.default_vqgan_checkpoint())
+    _, meta = read_weights(checkpoint, expected_type="transformer")
+    recorded = meta.get("metrics", {})
+    model = load_transformer(checkpoint, device)
+    vqgan, vqgan_sha = _load_tokenizer(vqgan_path, device)
+    if recorded.get("vqgan_sha256") not in (None, vqgan_sha):
+        log.warning("%s was trained on tokens of another VQGAN file than %s; the numbers will differ",
+                    checkpoint, vqgan_path)
+    if vqgan.cfg.codebook_size != model.cfg.codebook_size:
+        raise CheckpointError(f"{vqgan_path} has {vqgan.cfg.codebook_size} codes but {checkpoint} expects "
+                              f"{model.cfg.codebook_size}; pass the VQGAN it was trained with")
+    data_dir = args.data if args.data is not None else paths.default_dataset_dir()
+    _, val_files = resolve_splits(data_dir)
+    val, _ = cached_tokens(vqgan_path, vqgan, vqgan_sha, val_files, False)
+    seed = args.seed if args.seed is not None else int(recorded.get("val_mask_seed", VAL_MASK_SEED))
+    schedule = recorded.get("val_mask_schedule", "cosine")
+    masks = fixed_val_masks(val.shape[0], val.shape[1], schedule, seed, float(recorded.get("val_min_mask_ratio", 0)))
+    with exact_fp32():
+        metrics = masked_token_metrics(model, val, masks, args.batch_size)
+    result = {"checkpoint": str(checkpoint), "vqgan_checkpoint": str(vqgan_path), "val_images": len(val_files),
+              "mask_seed": seed, "mask_schedule": schedule, **{f"val_{k}": v for k, v in metrics.items()},
+              "recorded": {k: recorded.get(f"val_{k}") for k in ("ce", "masked_acc", "num_masked")},
+              "steps": recorded.get("steps")}
+    print(f"eval-transformer: {checkpoint} ({result['steps']} steps) on {result['val_images']} val images, "
+          f"mask seed {seed}, schedule {schedule}")
+    print(f"  {'metric':<18} {'recomputed':>12} {'recorded':>12}")
+    for key, fmt in (("ce", "{:.5f}"), ("masked_acc", "{:.5f}"), ("num_masked", "{}")):
+        old = result["recorded"][key]
+        print(f"  {'val_' + key:<18} {fmt.format(metrics[key]):>12} {('-' if old is None else fmt.format(old)):>12}")
+    if args.json is not None:
+        write_json(args.json, result)
+    return 0

@@ -1,0 +1,147 @@
+"""``maskgit train-transformer`` / ``eval-transformer`` with a tiny random VQGAN (CPU, tiny preset).
+
+Covers: a short MVTM run whose recorded validation CE / masked accuracy
+eval-transformer reproduces from the shipped file, token-cache keys that change
+with the tokenizer's bytes and the images, the loss counting masked positions
+only, and the fixed validation masks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from maskgit_lib.checkpoint import read_weights
+from maskgit_lib.cli import main
+from maskgit_lib.config import TrainConfig, VQGANConfig
+from maskgit_lib.train_transformer import cached_tokens, file_sha256, fixed_val_masks, make_train_step
+from maskgit_lib.vqgan import VQGAN, save_vqgan
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def make_dataset(root: Path, n_train: int = 12, n_val: int = 4) -> Path:
+    rng = np.random.default_rng(1)
+    for split, count in (("train", n_train), ("val", n_val)):
+        (root / split).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            pixels = np.full((64, 64, 3), 255, np.uint8)
+            x, y = rng.integers(0, 40, 2)
+            pixels[y:y + 20, x:x + 24] = rng.integers(0, 255, 3)
+            Image.fromarray(pixels).save(root / split / f"image_{i:03d}.png")
+    return root
+
+
+def tiny_vqgan(path: Path, seed: int) -> Path:
+    torch.manual_seed(seed)
+    return save_vqgan(VQGAN(VQGANConfig.preset("tiny")), path)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tf")
+    old = os.environ.get("MASKGIT_CACHE")
+    os.environ["MASKGIT_CACHE"] = str(root / "cache")
+    yield {"data": make_dataset(root / "data"), "vqgan": tiny_vqgan(root / "vqgan.safetensors", 0), "root": root}
+    if old is None:
+        os.environ.pop("MASKGIT_CACHE", None)
+    else:
+        os.environ["MASKGIT_CACHE"] = old
+
+
+def test_train_then_eval_reproduces_recorded_val_metrics(env, tmp_path):
+    out = tmp_path / "run"
+    assert main(["train-transformer", "--preset", "tiny", "--data", str(env["data"]), "--vqgan-checkpoint",
+                 str(env["vqgan"]), "--out", str(out), "--device", "cpu", "--batch-size", "4", "--max-steps", "4",
+                 "--val-every", "2", "--ckpt-every", "2", "--log-every", "1", "--no-progress",
+                 "--weights-dtype", "float16", "--export", str(tmp_path / "shipped.safetensors")]) == 0
+    shipped, meta = read_weights(tmp_path / "shipped.safetensors", expected_type="transformer")
+    assert all(t.dtype == torch.float16 for t in shipped.values() if t.is_floating_point())
+    full, _ = read_weights(out / "final.safetensors")
+    assert all(torch.equal(full[k], shipped[k].to(full[k].dtype)) for k in full)  # rounded before validation
+    recorded = meta["metrics"]
+    assert recorded["steps"] == 4 and recorded["wall_time_s"] > 0
+    assert recorded["val_num_masked"] > 0 and 0 <= recorded["val_masked_acc"] <= 1
+    assert math.isfinite(recorded["val_ce"]) and recorded["vqgan_sha256"] == file_sha256(env["vqgan"])
+    assert meta["config"]["codebook_size"] == 64 and meta["config"]["num_tokens"] == 256
+    assert len(list((env["root"] / "cache" / "tokens").glob("*.pt"))) == 3  # train, mirrored train, val
+    report = tmp_path / "eval.json"
+    assert main(["eval-transformer", "--checkpoint", str(tmp_path / "shipped.safetensors"), "--vqgan-checkpoint",
+                 str(env["vqgan"]), "--data", str(env["data"]), "--device", "cpu", "--json", str(report)]) == 0
+    result = json.loads(report.read_text())
+    assert result["val_num_masked"] == recorded["val_num_masked"]
+    assert result["val_ce"] == pytest.approx(recorded["val_ce"], abs=1e-5)
+    assert result["val_masked_acc"] == pytest.approx(recorded["val_masked_acc"], abs=1e-9)
+
+
+def test_token_cache_is_keyed_by_tokenizer_bytes_and_images(env, tmp_path):
+    from maskgit_lib.vqgan import load_vqgan
+
+    files = sorted((env["data"] / "val").glob("*.png"))
+    path = tmp_path / "vq.safetensors"
+    tiny_vqgan(path, 0)
+    vq = load_vqgan(path)
+    tokens, key = cached_tokens(path, vq, file_sha256(path), files)
+    assert tokens.shape == (4, 256) and tokens.dtype == torch.int64
+    cache = env["root"] / "cache" / "tokens" / f"{key[:24]}.pt"
+    stamp = cache.stat().st_mtime_ns
+    again, key_again = cached_tokens(path, vq, file_sha256(path), files)  # a hit: not rewritten
+    assert key_again == key and torch.equal(again, tokens) and cache.stat().st_mtime_ns == stamp
+    tiny_vqgan(path, 1)  # another tokenizer at the same path
+    vq = load_vqgan(path)
+    new, new_key = cached_tokens(path, vq, file_sha256(path), files)
+    assert new_key != key and not torch.equal(new, tokens)
+    assert torch.equal(new, vq.encode_to_tokens(torch.stack([
+        torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1) for f in files]).float()
+        / 127.5 - 1).flatten(1))
+    copy = tmp_path / "imgs"
+    copy.mkdir()
+    for f in files:
+        (copy / f.name).write_bytes(f.read_bytes())
+    Image.new("RGB", (64, 64), (0, 0, 0)).save(copy / files[0].name)  # one image changed
+    _, changed_key = cached_tokens(path, vq, file_sha256(path), sorted(copy.glob("*.png")))
+    assert changed_key != new_key
+
+
+class _Oracle(nn.Module):
+    """Logits that are right on visible positions and uniform on [MASK] inputs."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.k = k
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def forward(self, tokens):
+        visible = tokens < self.k
+        logits = torch.zeros(*tokens.shape, self.k) + self.dummy
+        onehot = nn.functional.one_hot(tokens.clamp(max=self.k - 1), self.k).float() * 50
+        return torch.where(visible[..., None], onehot, logits)
+
+
+def test_loss_counts_masked_positions_only():
+    k = 16
+    tokens = torch.randint(0, k, (6, 256))
+    step = make_train_step(TrainConfig(label_smoothing=0.0), tokens, k)
+    out = step(_Oracle(k), torch.arange(6), torch.Generator().manual_seed(0), 0)
+    assert out["loss"].item() == pytest.approx(math.log(k), rel=1e-5)  # uniform on hidden, ignored elsewhere
+    assert 0 < out["mask_ratio"].item() <= 1
+
+
+def test_fixed_val_masks_are_deterministic():
+    a, b = fixed_val_masks(5, 256, "cosine"), fixed_val_masks(5, 256, "cosine")
+    assert torch.equal(a, b) and a.dtype == torch.bool and a.any(1).all()
+    assert not torch.equal(a, fixed_val_masks(5, 256, "cosine", seed=1))

@@ -137,6 +137,11 @@ class MaskGITTransformer(nn.Module):
         nn.init.zeros_(self.logit_bias)
 
     @property
+    def mask_token_id(self) -> int:
+        """K, the id of the mask token (so the model can be passed to iterative_decode)."""
+        return self.cfg.mask_token_id
+
+    @property
     def output_weight(self) -> torch.Tensor:
         """The tied output weight: a view of ``tok_emb.weight[:K]``, float (K, D)."""
         return self.tok_emb.weight[: self.cfg.codebook_size]

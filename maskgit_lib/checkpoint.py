@@ -203,16 +203,29 @@ def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
     """Read a training state with ``torch.load(weights_only=True)`` (no code execution).
 
     Raises:
-        CheckpointError: missing, empty, truncated, or carrying non-weight objects.
+        CheckpointError: missing, empty, truncated, a safetensors file, or carrying
+            non-weight objects (possible code; never unpickled).
     """
     path = Path(path)
     _require_file(path, "training state")
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    if head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size:
+        raise CheckpointError(
+            f"{path} is a safetensors weights file, not a training state; resuming needs the "
+            "state.pt written by the trainer (pass --no-resume or another --out to start over)"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        detail = next((line.strip() for line in str(exc).splitlines()
+                       if "GLOBAL" in line or "Unsupported" in line), "")
         raise CheckpointError(
-            f"refused to load {path}: it contains Python objects other than tensors and "
-            f"plain containers (possible code), and only weights-only files are loaded: {exc}"
+            f"refused to load {path}: it is not a weights-only training state (it holds Python "
+            f"objects other than tensors and plain containers, possibly code{': ' + detail if detail else ''}). "
+            "Only files written by maskgit_lib.checkpoint.save_training_state are loaded; do not "
+            "load it with torch.load(weights_only=False) unless you trust its source."
         ) from exc
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is not a readable training state (truncated or corrupt?): {exc}") from exc
+    except Exception as exc:  # any other failure of the unpickler: truncated or not a torch file
+        raise CheckpointError(f"{path} is not a readable training state (truncated or corrupt?): "
+                              f"{type(exc).__name__}: {exc}") from exc

@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(getattr(module, f"run_{_func_name(args.command)}")(args) or 0)
-    except (MaskgitError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+    except (MaskgitError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+            PermissionError) as exc:
         print(f"maskgit {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

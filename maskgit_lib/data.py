@@ -63,6 +63,8 @@ def _open(path: Path, draft_size: int | None = None) -> Image.Image:
     ``draft_size`` lets JPEG decode huge photos at a reduced scale (at least that
     size). Every failure becomes a :class:`DataError` naming the file.
     """
+    if path.is_dir():
+        raise DataError(f"{path} is a folder; expected an image file.")
     if not path.is_file():
         raise DataError(f"Image file {path} does not exist; expected an image file.")
     if path.stat().st_size == 0:
@@ -80,6 +82,8 @@ def _open(path: Path, draft_size: int | None = None) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise DataError(f"Image file {path} is too large to decode safely ({exc}); "
                         "expected an image under about 178 million pixels.") from exc
+    except PermissionError as exc:
+        raise DataError(f"Image file {path} cannot be read (permission denied); check its permissions.") from exc
     except UnidentifiedImageError as exc:
         raise DataError(f"{path} is not an image PIL can read; expected a PNG/JPEG/BMP/WebP/GIF/TIFF file.") from exc
     except (OSError, SyntaxError, ValueError) as exc:
@@ -205,7 +209,7 @@ def _mask_tensor(im: Image.Image, path: Path, size: int | None, threshold: bool)
         if not np.isin(values, (0, 255)).all():
             shown = ", ".join(str(v) for v in values[:8]) + (", ..." if len(values) > 8 else "")
             raise DataError(f"Mask {path} is not binary (values {shown}); expected only 0 (missing) and "
-                            "255 (known). Pass threshold=True to treat values < 128 as missing.")
+                            "255 (known). Pass threshold=True (CLI: --threshold) to treat values < 128 as missing.")
         known = gray == 255
     if size is not None:
         known = _resize_mask(known, size)

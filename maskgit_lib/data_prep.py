@@ -315,6 +315,8 @@ def prepare_twemoji(
         logger.info("%s is already built (seed %d, format %d); nothing to do (use --force to rebuild)",
                     out, seed, FORMAT_VERSION)
         return out
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out} is a file; expected a dataset folder (absent, or built by maskgit prepare-data).")
     if out.exists() and not force and not (out / "manifest.json").is_file():
         raise DataError(f"{out} exists but has no manifest.json, so it is not a dataset built by "
                         "maskgit prepare-data; expected an absent folder (or pass --force to replace it).")
@@ -343,13 +345,34 @@ def prepare_twemoji(
     return out
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be an integer in 0..2**63-1, got {text!r}")
+    return value
+
+
 def add_prepare_data_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of ``maskgit prepare-data``."""
     parser.add_argument("--out", type=Path, default=None,
                         help=f"dataset folder (default: {paths.default_dataset_dir()})")
-    parser.add_argument("--seed", type=int, default=0, help="split and test-mask seed (default 0)")
+    parser.add_argument("--seed", type=_seed, default=0, help="split and test-mask seed (default 0)")
     parser.add_argument("--force", action="store_true", help="rebuild even if an identical build exists")
-    parser.add_argument("--limit", type=int, default=None, help="use only the first N source PNGs (smoke tests)")
+    parser.add_argument("--limit", type=_positive_int, default=None,
+                        help="use only the first N source PNGs (smoke tests)")
 
 
 def run_prepare_data(args: argparse.Namespace) -> int:

@@ -41,8 +41,8 @@ from .config import TransformerConfig, config_to_dict
 from .errors import CheckpointError
 from .training import (
     FINAL_NAME, WEIGHT_DTYPES, DistContext, Trainer, add_train_arguments, barrier, cleanup_distributed, derive_seed,
-    exact_fp32, export_weights, images_to_float, load_images_uint8, process_start_time, resolve_device, resolve_splits,
-    setup_distributed, train_config_from_args, write_json,
+    exact_fp32, export_weights, images_to_float, load_images_uint8, positive_int, process_start_time, resolve_device,
+    resolve_splits, seed_int, setup_distributed, train_config_from_args, write_json,
 )
 
 log = logging.getLogger(__name__)
@@ -270,10 +270,10 @@ def add_eval_transformer_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"tokenizer (default: {paths.default_vqgan_checkpoint()})")
     parser.add_argument("--data", type=Path, default=None,
                         help=f"dataset folder; uses its val/ split (default: {paths.default_dataset_dir()})")
-    parser.add_argument("--seed", type=int, default=None,
+    parser.add_argument("--seed", type=seed_int, default=None,
                         help="seed of the fixed validation masks (default: the one recorded, 0)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    parser.add_argument("--batch-size", type=int, default=128, help="images per forward pass")
+    parser.add_argument("--batch-size", type=positive_int, default=128, help="images per forward pass")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
 
 

@@ -36,7 +36,8 @@ from .config import VQGANConfig, config_to_dict
 from .errors import ConfigError, DataError, MaskgitError
 from .training import (
     FINAL_NAME, WEIGHT_DTYPES, Trainer, add_train_arguments, cleanup_distributed, derive_seed, export_weights, images_to_float,
-    load_images_uint8, process_start_time, random_hflip, resolve_splits, setup_distributed, train_config_from_args, write_json,
+    load_images_uint8, positive_int, process_start_time, random_hflip, resolve_splits, setup_distributed,
+    train_config_from_args, write_json,
 )
 
 log = logging.getLogger(__name__)
@@ -262,7 +263,7 @@ def add_eval_vqgan_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"dataset folder; uses DIR/test/gt (default: {paths.default_dataset_dir()})")
     parser.add_argument("--no-fid", action="store_true", help="skip rFID (needs pytorch-fid and its weights)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    parser.add_argument("--batch-size", type=int, default=128, help="images per forward pass")
+    parser.add_argument("--batch-size", type=positive_int, default=128, help="images per forward pass")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
 
 

@@ -550,6 +550,10 @@ class Trainer:
         import time
 
         check_train_config(cfg, ctx.world_size)
+        if stop_at_step is not None and stop_at_step < 1:
+            raise ConfigError(f"--stop-at-step must be >= 1, got {stop_at_step}")
+        if Path(run_dir).exists() and not Path(run_dir).is_dir():
+            raise ConfigError(f"--out {run_dir} is a file; expected a run folder (created if missing)")
         self.kind, self.run_dir, self.cfg, self.ctx, self.model = kind, Path(run_dir), cfg, ctx, model
         self.model_config, self.extra_config = model_config, dict(extra_config or {})
         self.train_step, self.validate, self.save_final = train_step, validate, save_final
@@ -837,7 +841,7 @@ def check_train_config(cfg: TrainConfig, world_size: int = 1) -> None:
         ConfigError: naming the offending value.
     """
     problems = []
-    if cfg.max_steps < 0 or cfg.max_minutes < 0:
+    if cfg.max_steps < 0 or not cfg.max_minutes >= 0:
         problems.append("--max-steps and --max-minutes must be >= 0")
     if cfg.max_steps == 0 and cfg.max_minutes <= 0:
         problems.append("--max-steps 0 means 'until the time budget', so it needs --max-minutes > 0")
@@ -846,8 +850,12 @@ def check_train_config(cfg: TrainConfig, world_size: int = 1) -> None:
                         f"processes ({world_size}) x --grad-accum ({cfg.grad_accum})")
     if min(cfg.val_every, cfg.ckpt_every, cfg.log_every) < 1:
         problems.append("--val-every, --ckpt-every and the log interval must be >= 1")
-    if cfg.lr <= 0 or cfg.warmup_steps < 0 or not 0 <= cfg.min_lr_ratio <= 1:
+    if not 0 < cfg.lr < math.inf or cfg.warmup_steps < 0 or not 0 <= cfg.min_lr_ratio <= 1:
         problems.append("--lr must be > 0, warmup >= 0 and min_lr_ratio in [0, 1]")
+    if not (cfg.weight_decay >= 0 and cfg.grad_clip >= 0 and cfg.gan_weight >= 0):
+        problems.append("--weight-decay, --grad-clip and --gan-weight must be >= 0")
+    if not (0 <= cfg.label_smoothing < 1 and 0 <= cfg.min_mask_ratio <= 1):
+        problems.append("--label-smoothing must be in [0, 1) and --min-mask-ratio in [0, 1]")
     if problems:
         raise ConfigError("invalid training settings: " + "; ".join(problems))
 
@@ -894,6 +902,32 @@ def load_images_uint8(files: Sequence[Path], size: int = 64) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------- CLI glue
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (message: "must be an integer >= 1, got 0")."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def seed_int(text: str) -> int:
+    """An argparse type: a seed in 0 .. 2**63 - 1 (what ``torch.Generator.manual_seed`` accepts)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be an integer in 0..2**63-1, got {text!r}")
+    return value
+
+
 def add_train_arguments(parser, default_out: Path) -> None:
     """Options shared by ``train-vqgan`` and ``train-transformer`` (None = preset value)."""
     import argparse
@@ -929,7 +963,7 @@ def add_train_arguments(parser, default_out: Path) -> None:
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                         help="bfloat16 autocast (default: on for CUDA, off for CPU)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    parser.add_argument("--seed", type=seed_int, default=None, help="random seed (default 0)")
     parser.add_argument("--val-every", type=int, default=None, help="validate every N steps")
     parser.add_argument("--ckpt-every", type=int, default=None, help="write state.pt every N steps")
     parser.add_argument("--log-every", type=int, default=None, help="CSV row + NaN check every N steps")
@@ -959,7 +993,9 @@ def train_config_from_args(args: Any, preset: dict[str, Any], device: torch.devi
             values[field] = value
     bf16 = getattr(args, "bf16", None)
     values["bf16"] = device.type == "cuda" if bf16 is None else bool(bf16)
-    return dataclasses.replace(TrainConfig(), **values)
+    cfg = dataclasses.replace(TrainConfig(), **values)
+    check_train_config(cfg)  # fail before loading data; Trainer checks again with the world size
+    return cfg
 
 
 WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

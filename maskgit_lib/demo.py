@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from . import paths
+from .training import seed_int
 from .errors import MaskgitError
 from .inpaint import (Inpainter, InpaintSettings, int_at_least, schedule_arg, check_output_dir,
                       missing_checkpoint_hint)
@@ -40,7 +41,7 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output folder (default: results/demo; the gallery goes to <out>_gallery.png)")
     parser.add_argument("--data", type=Path, default=None, help="dataset folder (default: data/twemoji64)")
     parser.add_argument("--batch-size", type=int_at_least(1), default=64, help="default 64")
-    parser.add_argument("--seed", type=int, default=0, help="default 0")
+    parser.add_argument("--seed", type=seed_int, default=0, help="default 0")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     parser.add_argument("--no-fid", action="store_true", help="skip the FID")

@@ -42,7 +42,7 @@ from .data import from_uint8, to_uint8
 from .decoding import DecodeTrace, iterative_decode
 from .errors import CheckpointError, ConfigError, DataError
 from .masking import get_schedule, pixel_to_token_mask
-from .training import derive_seed
+from .training import derive_seed, seed_int
 from .transformer import MaskGITTransformer, load_transformer
 from .vqgan import VQGAN, load_vqgan
 
@@ -656,7 +656,7 @@ def add_sampler_arguments(parser: argparse.ArgumentParser, batch_size: int = 64)
                    help="mask schedule: linear, cosine, square, cubic, sqrt, log, exp, arccos, pow<p> (default cosine)")
     g.add_argument("--sweet-spot", type=int_at_least(1), default=None, metavar="S",
                    help="stop after step S <= T and keep that image (default: T)")
-    g.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default 0)")
+    g.add_argument("--seed", type=seed_int, default=0, metavar="N", help="random seed (default 0)")
     g.add_argument("--confidence", choices=("official", "lab"), default="official",
                    help="official: log p of a sampled token; lab: argmax probability (the lab's defect)")
     g.add_argument("--choice-temperature", type=_float_at_least_zero, default=4.5, metavar="C",

@@ -27,7 +27,7 @@ $(STAMP):
 # The editable install points at this checkout; redo it (seconds) when the
 # environment was last linked to another clone (CI shares one venv across clones).
 install: $(STAMP)
-	@$(PY) -c "import maskgit_lib, pathlib, sys; sys.exit(pathlib.Path(maskgit_lib.__file__).resolve().parent.parent != pathlib.Path('$(CURDIR)').resolve())" 2>/dev/null \
+	@test -x $(MASKGIT) && $(PY) -I -c "import maskgit_lib, pathlib, sys; sys.exit(pathlib.Path(maskgit_lib.__file__).resolve().parent.parent != pathlib.Path('$(CURDIR)').resolve())" 2>/dev/null \
 	  || $(PY) -m pip install --disable-pip-version-check --quiet --no-deps --no-build-isolation -e .
 
 data: venv

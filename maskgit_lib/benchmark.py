@@ -409,7 +409,7 @@ def markdown_report(report: dict) -> str:
              f"`{meta['checkpoints']['transformer']['sha256'][:12]}`; seed {meta['seed']}, batch {meta['batch_size']}.",
              "", "## Headline", "",
              "| track | best MaskGIT (composited) | FID | best classical baseline | FID | tokenizer ceiling "
-             "(composited / raw) FID | MaskGIT - baseline FID |", "|---|---|---:|---|---:|---:|---:|"]
+             "(composited / raw) FID | MaskGIT minus baseline FID (< 0: MaskGIT better) |", "|---|---|---:|---|---:|---:|---:|"]
     for track in meta["tracks"]:
         mg, base = best(records, track, "maskgit"), best(records, track, "baseline")
         ceil = {r["method"]: r for r in records if r["track"] == track and r["kind"] == "ceiling"}
@@ -451,10 +451,9 @@ def fid_vs_steps_figure(records: list[dict], track: str = "freeform"):
     plain = [r for r in records if r["track"] == track and r["kind"] == "maskgit" and r["fid"] is not None
              and r["settings"]["composite"] and r["settings"]["sweet_spot"] is None
              and r["settings"]["confidence"] == "official"]
-    one = [r for r in plain if r["settings"]["steps"] == 1]
     for sched in dict.fromkeys(r["settings"]["schedule"] for r in plain):
-        pts = sorted({r["settings"]["steps"]: r["fid"] for r in plain + (one if sched in LAB_SCHEDULES else [])
-                      if r["settings"]["schedule"] == sched or r in one}.items())
+        pts = sorted({r["settings"]["steps"]: r["fid"] for r in plain if r["settings"]["schedule"] == sched
+                      or (sched in LAB_SCHEDULES and r["settings"]["steps"] == 1)}.items())  # T = 1: any schedule
         ax.plot(*zip(*pts), marker="o", label=sched)
     for kind, style in (("baseline", "--"), ("ceiling", ":")):
         ref = best(records, track, kind)
@@ -516,6 +515,7 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--transformer-checkpoint", type=Path, default=None)
     parser.add_argument("--no-fid", action="store_true", help="skip FID (tests only; the real run computes it)")
     parser.add_argument("--no-cache", action="store_true", help="neither read nor write cached rows and features")
+    parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures (tables and JSON only)")
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -602,17 +602,21 @@ def run_benchmark(args: argparse.Namespace) -> int:
         for grows in groups.values():
             t0 = time.perf_counter()
             results = {r: load_row(row_cache_path(r, ctx), len(td.names)) if use_cache else None for r in grows}
-            from_cache = {r: v is not None for r, v in results.items()}
+            from_cache, same = {r: v is not None for r, v in results.items()}, {}
             if not all(from_cache.values()):
                 fresh = (run_maskgit_group(inpainter, td, grows, args.batch_size, args.seed)
                          if grows[0].kind == "maskgit" else run_reference_group(inpainter, td, grows, args.batch_size))
                 for r, (outputs, seconds) in fresh.items():
-                    if use_cache and not from_cache[r]:
+                    if from_cache[r]:  # recomputed with its group: a free determinism check
+                        same[r] = torch.equal(outputs, results[r][0])
+                        if not same[r]:
+                            logger.warning("%s: recomputed outputs differ from the cached ones", r.label)
+                    elif use_cache:
                         save_row(row_cache_path(r, ctx), outputs, seconds, r.spec())
                     results[r] = results[r] or (outputs, seconds)
             for r in grows:
                 record = evaluate(r, *results[r], td, gt_feats, dev, use_cache)
-                report["rows"].append({**record, "from_cache": from_cache[r]})
+                report["rows"].append({**record, "from_cache": from_cache[r], "recomputed_matches_cache": same.get(r)})
                 keep[(track, r.label)] = results[r][0][:GALLERY_IMAGES]
                 logger.info("%-55s FID %s  PSNR %s dB  %.3f s/img%s", record["id"], _fmt(record["fid"]),
                             _fmt(record["psnr_hole_db"]), record["seconds_per_image"],
@@ -627,7 +631,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
             meta["wall_seconds"] = time.perf_counter() - start
             _write_outputs(report, out, suffix)
     meta.update(finished=time.strftime("%Y-%m-%d %H:%M:%S"), loadavg_end=[round(x, 2) for x in os.getloadavg()])
-    figures = _write_figures(report, keep, data, inpainter, out, suffix, args.seed)
+    figures = [] if args.no_figures else _write_figures(report, keep, data, inpainter, out, suffix, args.seed)
     meta.update(figures=figures, wall_seconds=time.perf_counter() - start)
     _write_outputs(report, out, suffix)
     print(markdown_report(report).split("\n## Notes")[0])

@@ -51,6 +51,7 @@ from . import paths
 log = logging.getLogger(__name__)
 
 SECTIONS = ("peak", "train", "vqgan", "decode", "attention", "fid", "threads")
+THREAD_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS", "KMP_BLOCKTIME")
 FLOORS = {"train_mfu": 0.40, "decode_fraction": 0.30, "latency_s": 1.0}  # the targets
 
 
@@ -173,6 +174,7 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         "device": str(device),
         "python": platform.python_version(),
         "load_average": load_average(),
+        "env": {k: os.environ[k] for k in THREAD_ENV if k in os.environ},
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
@@ -828,7 +830,8 @@ def render_markdown(r: dict[str, Any]) -> str:
         f"| native bf16 matmul | {'yes' if m['native_bf16'] else 'no'} |",
         f"| torch | {m['torch_version']} ({m['torch_cpu_capability']}), {m['torch_threads']} threads, "
         f"device {m['device']}{', ' + m['gpu'] if m.get('gpu') else ''} |",
-        f"| load average (1/5/15 min) | start {m['load_average']}, end {r['load_average_end']} |", "",
+        f"| load average (1/5/15 min) | start {m['load_average']}, end {r['load_average_end']} |",
+        f"| OpenMP / MKL environment | {m.get('env') or 'none set'} |", "",
         "Every MFU / fraction is a ratio to matmul peaks of the same precision sampled in the same run,",
         "between the timed rounds (`mfu`: median over rounds of achieved / mean of the two adjacent samples;",
         "`vs max peak`: against the highest sample; `CPU-time`: the same ratio in GFLOP per CPU-second of",

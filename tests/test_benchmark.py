@@ -130,6 +130,7 @@ def run_cli(setup, *extra) -> int:
                      "--batch-size", "3", *extra])
 
 
+@pytest.mark.slow
 def test_end_to_end_quick_run_writes_reports_and_resumes(setup, capsys):
     assert run_cli(setup, "--no-fid", "--tracks", "freeform,box") == 0
     out = setup["out"]
@@ -148,12 +149,21 @@ def test_end_to_end_quick_run_writes_reports_and_resumes(setup, capsys):
     assert (out / "gallery_quick.png").is_file() and (out / "schedule_steps_quick.png").is_file()
     assert "Headline" in capsys.readouterr().out
 
-    assert run_cli(setup, "--no-fid", "--tracks", "freeform,box") == 0  # every row now comes from the cache
+    assert run_cli(setup, "--no-fid", "--tracks", "freeform,box", "--no-figures") == 0  # all rows cached now
     again = json.loads((out / "benchmark_quick.json").read_text())["rows"]
     assert all(r["from_cache"] for r in again)
     assert [(r["id"], r["psnr_hole_db"], r["seconds_inpaint"]) for r in again] == [
         (r["id"], r["psnr_hole_db"], r["seconds_inpaint"]) for r in rows]
-    assert len(list((Path(setup["out"]).parent / "cache" / "benchmark" / "rows").glob("*.npz"))) == len(rows)
+    cached = list((Path(setup["out"]).parent / "cache" / "benchmark" / "rows").glob("*.npz"))
+    assert len(cached) == len(rows)
+    for path in cached:  # forget the raw row: its group is decoded again, the composited row is checked
+        spec = json.loads(str(np.load(path)["spec"]))
+        if spec["settings"] and not spec["settings"]["composite"] and spec["track"] == "freeform":
+            path.unlink()
+    assert run_cli(setup, "--no-fid", "--tracks", "freeform", "--no-figures") == 0
+    third = {r["label"]: r for r in json.loads((out / "benchmark_quick.json").read_text())["rows"]}
+    assert not third["maskgit cosine T=8 raw"]["from_cache"]
+    assert third["maskgit cosine T=8"]["from_cache"] and third["maskgit cosine T=8"]["recomputed_matches_cache"]
 
 
 def test_fid_path_with_a_stand_in_network(setup, monkeypatch):
@@ -171,9 +181,12 @@ def test_fid_path_with_a_stand_in_network(setup, monkeypatch):
         return (small @ proj).numpy()
 
     monkeypatch.setattr(fid, "inception_features", fake_features)
-    assert run_cli(setup, "--tracks", "freeform") == 0
+    assert run_cli(setup, "--tracks", "freeform", "--no-figures") == 0
     rows = json.loads((setup["out"] / "benchmark_quick.json").read_text())["rows"]
     assert all(isinstance(r["fid"], float) and r["fid"] >= -1e-6 for r in rows)
-    assert (setup["out"] / "fid_vs_steps_quick.png").is_file()
+    fig = benchmark.fid_vs_steps_figure(rows)
+    labels = [line.get_label() for line in fig.axes[0].get_lines()]
+    assert {"cosine", "linear", "square"} <= set(labels) and any("baseline" in label for label in labels)
+    assert not (setup["out"] / "fid_vs_steps_quick.png").exists()
     by = {r["label"]: r for r in rows}
     assert by["maskgit cosine T=8"]["fid_seconds"] is not None

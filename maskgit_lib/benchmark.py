@@ -46,6 +46,7 @@ from .checkpoint import atomic_write
 from .data import from_uint8, test_set, to_uint8
 from .errors import ConfigError
 from .inpaint import Inpainter, InpaintSettings, batch_seed, composite
+from .training import seed_int
 from .masking import SCHEDULES
 
 logger = logging.getLogger(__name__)
@@ -508,7 +509,7 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N test images")
     parser.add_argument("--tracks", default=None, help=f"comma-separated subset of {','.join(TRACKS)}")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed (batch k uses batch_seed(seed, k))")
+    parser.add_argument("--seed", type=seed_int, default=0, help="sampling seed (batch k uses batch_seed(seed, k))")
     parser.add_argument("--batch-size", type=int, default=64, help="images per batch (part of the seeding)")
     parser.add_argument("--data", type=Path, default=None, help="dataset folder (default: data/twemoji64)")
     parser.add_argument("--vqgan-checkpoint", type=Path, default=None)

@@ -47,6 +47,7 @@ from typing import Any, Callable
 import torch
 
 from . import paths
+from .training import positive_int
 
 log = logging.getLogger(__name__)
 
@@ -885,7 +886,7 @@ def write_report(results: dict[str, Any], md_path: Path) -> tuple[Path, Path]:
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``maskgit bench``."""
     parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller batches (~1-2 min)")
-    parser.add_argument("--threads", type=int, default=None, metavar="N", help="torch.set_num_threads(N)")
+    parser.add_argument("--threads", type=positive_int, default=None, metavar="N", help="torch.set_num_threads(N)")
     parser.add_argument("--out", type=Path, default=paths.results_dir() / "bench.md",
                         help="markdown report; a .json twin is written next to it (default: results/bench.md)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
@@ -893,8 +894,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)")
     parser.add_argument("--preset", choices=["cpu", "tiny"], default="cpu",
                         help="model sizes (cpu: the shipped checkpoints; tiny: random weights, seconds)")
-    parser.add_argument("--train-batch", type=int, default=None, help="transformer training batch")
-    parser.add_argument("--decode-batch", type=int, default=None, help="decoding batch")
+    parser.add_argument("--train-batch", type=positive_int, default=None, help="transformer training batch")
+    parser.add_argument("--decode-batch", type=positive_int, default=None, help="decoding batch")
 
 
 def options_from_args(args: argparse.Namespace) -> BenchOptions:

@@ -1167,3 +1167,20 @@ def test_inpainter_handles_all_known_all_missing_and_empty_batches(inpainter):
         inpainter.outpaint(images, settings, keep=1.0)
     with pytest.raises(ConfigError, match="n must be >= 1, got 0"):
         inpainter.generate(0, settings)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["benchmark", "--seed", "-5"], "argument --seed: must be an integer in 0..2**63-1"),
+    (["inpaint", "--images", "a", "--masks", "b", "--out", "c", "--seed", str(2**70)],
+     "argument --seed: must be an integer in 0..2**63-1"),
+    (["bench", "--threads", "0"], "argument --threads: must be an integer >= 1, got 0"),
+    (["bench", "--decode-batch", "-1"], "argument --decode-batch: must be an integer >= 1, got -1"),
+])
+def test_seed_and_size_flags_are_range_checked(argv, message, capsys):
+    from maskgit_lib.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

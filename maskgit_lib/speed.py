@@ -289,18 +289,20 @@ def peak_table(dtype: torch.dtype, device: torch.device, sizes: tuple[int, ...],
 class PeakSampler:
     """Short matmul samples of one precision, interleaved with a workload.
 
-    The side is the largest of 2048/1024/512/256 whose call takes about
-    ``target_s`` at the rate seen in the peak table (op ``mm`` or ``linear``,
-    whichever was faster there). Each call appends the best wall GFLOP/s of
-    ``repeats`` calls to ``samples`` and the best GFLOP per CPU-second to ``cpu_samples``.
+    The side is the one that gave the peak in ``table`` if a call takes at most
+    ``target_s`` at that rate, else the largest of 2048/1024/512/256 that does;
+    the op is the table's faster one (``mm`` or ``linear``). Each call appends
+    the best wall GFLOP/s of ``repeats`` calls to ``samples`` and the best GFLOP
+    per CPU-second to ``cpu_samples``.
     """
 
     def __init__(self, dtype: torch.dtype, device: torch.device, table: dict[str, Any], target_s: float = 0.3,
                  repeats: int = 2) -> None:
         self.dtype, self.device, self.repeats = dtype, device, repeats
-        self.op = table["best"].split("_")[0]
+        self.op, best_side = table["best"].split("_")
         rate = max(table["gflops"], 1e-3) * 1e9
-        self.n = next((n for n in (2048, 1024, 512) if 2.0 * n ** 3 / rate <= target_s), 256)
+        sides = (int(best_side), 2048, 1024, 512)
+        self.n = next((n for n in sides if 2.0 * n ** 3 / rate <= target_s), 256)
         gen = torch.Generator(device).manual_seed(self.n)
         self.a = torch.randn(self.n, self.n, generator=gen, device=device).to(dtype)
         self.b = torch.randn(self.n, self.n, generator=gen, device=device).to(dtype)
@@ -637,47 +639,91 @@ def bench_fid(bench: _Bench) -> dict[str, Any]:
             "estimate_uncached_s": 2 * pred_s + frechet_s, "load_average": load_average()}
 
 
-def bench_threads(bench: _Bench) -> dict[str, Any]:
-    """Wall time of a matmul, a transformer forward and a VQGAN training step at 1 thread vs the configured count."""
+def thread_workloads(preset: str, forward_batch: int, vqgan_batch: int,
+                     device: torch.device) -> dict[str, Callable[[], Any]]:
+    """Small fixed workloads for the threads section: a matmul, transformer forwards, a VQGAN step."""
     from .config import TransformerConfig, VQGANConfig
     from .transformer import MaskGITTransformer
     from .vqgan import VQGAN
 
-    opts, device = bench.opts, bench.device
-    configured = torch.get_num_threads()
     torch.manual_seed(0)
-    model = MaskGITTransformer(TransformerConfig.preset(opts.preset)).to(device).eval()
-    vqgan = VQGAN(VQGANConfig.preset(opts.preset)).to(device).train()
-    tokens = torch.randint(0, model.cfg.codebook_size, (opts.forward_batch, model.cfg.num_tokens), device=device)
-    images = torch.rand(max(2, opts.vqgan_batch // 4), 3, vqgan.cfg.image_size, vqgan.cfg.image_size, device=device)
+    model = MaskGITTransformer(TransformerConfig.preset(preset)).to(device).eval()
+    vqgan = VQGAN(VQGANConfig.preset(preset)).to(device).train()
+    tokens = torch.randint(0, model.cfg.codebook_size, (forward_batch, model.cfg.num_tokens), device=device)
+    images = torch.rand(vqgan_batch, 3, vqgan.cfg.image_size, vqgan.cfg.image_size, device=device) * 2 - 1
     a, b = torch.randn(1024, 1024, device=device), torch.randn(1024, 1024, device=device)
 
+    def forward(batch: int) -> Callable[[], Any]:
+        def run() -> None:
+            with torch.no_grad():
+                model(tokens[:batch])
+        return run
+
     def vq_step() -> None:
-        recon, vq_loss, _ = vqgan(images * 2 - 1)
+        recon, vq_loss, _ = vqgan(images)
         (recon.float().abs().mean() + vq_loss).backward()
 
-    work = {"matmul_1024": lambda: torch.mm(a, b), "transformer_forward": lambda: model(tokens),
-            "vqgan_train_step": vq_step}
+    return {"matmul_1024": lambda: torch.mm(a, b), "transformer_forward": forward(forward_batch),
+            "transformer_forward_b1": forward(1), "vqgan_train_step": vq_step}
+
+
+def time_workloads(work: dict[str, Callable[[], Any]], device: torch.device, rounds: int) -> dict[str, float]:
+    """Best wall seconds of each workload over ``rounds`` (after one warm-up call each)."""
+    best = {}
+    for name, fn in work.items():
+        fn()
+        best[name] = min(timed(fn, device) for _ in range(max(1, rounds)))
+    return best
+
+
+def policy_probe(preset: str, forward_batch: int, vqgan_batch: int, threads: int, rounds: int) -> dict[str, float]:
+    """:func:`time_workloads` in this process (run by :func:`bench_threads` in a child with another OpenMP env)."""
+    torch.set_num_threads(threads)
+    device = torch.device("cpu")
+    return time_workloads(thread_workloads(preset, forward_batch, vqgan_batch, device), device, rounds)
+
+
+def _probe_in_child(env: dict[str, str], args: list[Any], timeout_s: float = 900.0) -> dict[str, float]:
+    import subprocess
+
+    code = ("import json, sys; from maskgit_lib.speed import policy_probe; "
+            "print(json.dumps(policy_probe(*json.loads(sys.argv[1]))))")
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(args)], env=env, capture_output=True, text=True,
+                         timeout=timeout_s, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_threads(bench: _Bench) -> dict[str, Any]:
+    """Wall times at 1 thread vs the configured count, and (CPU) libgomp's default vs ``OMP_WAIT_POLICY=PASSIVE``.
+
+    The wait policy is read when torch loads libgomp, so it is compared in two
+    child processes (default: the current environment without ``OMP_WAIT_POLICY``).
+    Neither changes results: the work is split across threads the same way.
+    """
+    opts, device = bench.opts, bench.device
+    configured = torch.get_num_threads()
+    vq_batch = max(2, opts.vqgan_batch // 4)
+    rounds = max(1, opts.rounds - 1)
+    work = thread_workloads(opts.preset, opts.forward_batch, vq_batch, device)
     result: dict[str, Any] = {"configured_threads": configured, "forward_batch": opts.forward_batch,
-                              "vqgan_batch": images.shape[0]}
+                              "vqgan_batch": vq_batch}
     try:
-        with torch.no_grad():
-            work["transformer_forward"]()
-        vq_step()
-        for _ in range(max(1, opts.rounds - 1)):
-            for threads in sorted({1, configured}):
-                torch.set_num_threads(threads)
-                for name, fn in work.items():
-                    with torch.no_grad() if name == "transformer_forward" else contextlib.nullcontext():
-                        fn()
-                        seconds = timed(fn, device)
-                    key = f"{name}_s_{threads}_threads"
-                    result[key] = min(result.get(key, math.inf), seconds)
+        for threads in sorted({1, configured}):
+            torch.set_num_threads(threads)
+            for name, seconds in time_workloads(work, device, rounds).items():
+                result[f"{name}_s_{threads}_threads"] = seconds
     finally:
         torch.set_num_threads(configured)
     if configured != 1:
         for name in work:
             result[f"{name}_speedup_1_thread"] = result[f"{name}_s_{configured}_threads"] / result[f"{name}_s_1_threads"]
+    if device.type == "cpu" and configured != 1:
+        args = [opts.preset, opts.forward_batch, vq_batch, configured, rounds]
+        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+        default = _probe_in_child(env, args)
+        passive = _probe_in_child({**env, "OMP_WAIT_POLICY": "PASSIVE"}, args)
+        result["wait_policy"] = {"default_s": default, "passive_s": passive,
+                                 "speedup_passive": {k: default[k] / passive[k] for k in default}}
     result["load_average"] = load_average()
     return result
 
@@ -805,10 +851,14 @@ def summary_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     th = r.get("threads")
     if th and th["configured_threads"] != 1:
         n = th["configured_threads"]
+        names = ("matmul_1024", "transformer_forward", "transformer_forward_b1", "vqgan_train_step")
         rows.append((f"1 thread vs {n} threads (wall time ratio {n}/1)",
-                     ", ".join(f"{k}: x{th[f'{k}_speedup_1_thread']:.2f}"
-                               for k in ("matmul_1024", "transformer_forward", "vqgan_train_step")),
+                     ", ".join(f"{k}: x{th[f'{k}_speedup_1_thread']:.2f}" for k in names if f"{k}_speedup_1_thread" in th),
                      "-", "> 1: one thread is faster now"))
+        if th.get("wait_policy"):
+            rows.append((f"OMP_WAIT_POLICY=PASSIVE vs default, {n} threads (wall time ratio)",
+                         ", ".join(f"{k}: x{v:.2f}" for k, v in th["wait_policy"]["speedup_passive"].items()),
+                         "-", "> 1: PASSIVE is faster now"))
     f = r.get("fid")
     if f:
         rows.append((f"FID of {f['test_images']} images",

@@ -132,3 +132,9 @@ def test_cli_flags_map_to_options():
     full = speed.options_from_args(build_parser("bench").parse_args(["bench"]))
     assert not full.quick and full.decode_batch == 64 and full.sections == speed.SECTIONS
     assert dataclasses.replace(full, quick=True).quick
+
+
+def test_policy_probe_times_every_workload():
+    times = speed.policy_probe("tiny", forward_batch=2, vqgan_batch=2, threads=1, rounds=1)
+    assert set(times) == {"matmul_1024", "transformer_forward", "transformer_forward_b1", "vqgan_train_step"}
+    assert all(t > 0 for t in times.values())

@@ -43,6 +43,7 @@ from PIL import Image, ImageDraw
 
 from . import paths
 from .errors import DataError
+from .training import positive_int, seed_int
 
 logger = logging.getLogger(__name__)
 
@@ -345,33 +346,13 @@ def prepare_twemoji(
     return out
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
-    return value
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value < 2**63:
-        raise argparse.ArgumentTypeError(f"must be an integer in 0..2**63-1, got {text!r}")
-    return value
-
-
 def add_prepare_data_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of ``maskgit prepare-data``."""
     parser.add_argument("--out", type=Path, default=None,
                         help=f"dataset folder (default: {paths.default_dataset_dir()})")
-    parser.add_argument("--seed", type=_seed, default=0, help="split and test-mask seed (default 0)")
+    parser.add_argument("--seed", type=seed_int, default=0, help="split and test-mask seed (default 0)")
     parser.add_argument("--force", action="store_true", help="rebuild even if an identical build exists")
-    parser.add_argument("--limit", type=_positive_int, default=None,
+    parser.add_argument("--limit", type=positive_int, default=None,
                         help="use only the first N source PNGs (smoke tests)")
 
 

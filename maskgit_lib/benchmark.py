@@ -46,7 +46,7 @@ from .checkpoint import atomic_write
 from .data import from_uint8, test_set, to_uint8
 from .errors import ConfigError
 from .inpaint import Inpainter, InpaintSettings, batch_seed, composite
-from .training import seed_int
+from .argtypes import seed_int
 from .masking import SCHEDULES
 
 logger = logging.getLogger(__name__)

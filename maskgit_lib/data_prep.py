@@ -43,7 +43,7 @@ from PIL import Image, ImageDraw
 
 from . import paths
 from .errors import DataError
-from .training import positive_int, seed_int
+from .argtypes import positive_int, seed_int
 
 logger = logging.getLogger(__name__)
 

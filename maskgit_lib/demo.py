@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 from . import paths
-from .training import seed_int
+from .argtypes import int_at_least, seed_int
 from .errors import MaskgitError
-from .inpaint import (Inpainter, InpaintSettings, int_at_least, schedule_arg, check_output_dir,
+from .inpaint import (Inpainter, InpaintSettings, schedule_arg, check_output_dir,
                       missing_checkpoint_hint)
 
 logger = logging.getLogger(__name__)

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from . import paths
+from .argtypes import positive_int
 from .checkpoint import atomic_write
 from .errors import CheckpointError, ConfigError, DataError
 
@@ -525,18 +526,11 @@ def run_prepare_fid(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def add_fid_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``maskgit fid PRED_DIR GT_DIR``."""
     parser.add_argument("pred_dir", type=Path, help="folder of predicted (e.g. inpainted) images")
     parser.add_argument("gt_dir", type=Path, help="folder of ground-truth images (its features are cached)")
-    parser.add_argument("--batch-size", type=_positive_int, default=50, help="images per Inception pass")
+    parser.add_argument("--batch-size", type=positive_int, default=50, help="images per Inception pass")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:0 ... (default: cuda if available)")
     parser.add_argument("--no-cache", action="store_true", help="neither read nor write cached ground-truth features")
 

@@ -42,7 +42,8 @@ from .data import from_uint8, to_uint8
 from .decoding import DecodeTrace, iterative_decode
 from .errors import CheckpointError, ConfigError, DataError
 from .masking import get_schedule, pixel_to_token_mask
-from .training import derive_seed, seed_int
+from .argtypes import int_at_least, seed_int
+from .training import derive_seed
 from .transformer import MaskGITTransformer, load_transformer
 from .vqgan import VQGAN, load_vqgan
 
@@ -602,21 +603,6 @@ def outpaint_folder(inpainter: Inpainter, images_dir: str | os.PathLike, out_dir
 
 
 # ---------------------------------------------------------------- command line
-
-
-def int_at_least(low: int):
-    """An argparse type: an integer >= ``low`` (message: "must be an integer >= 1, got -3")."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value}")
-        return value
-
-    parse.__name__ = f"integer >= {low}"
-    return parse
 
 
 def _float_at_least_zero(text: str) -> float:

@@ -47,7 +47,7 @@ from typing import Any, Callable
 import torch
 
 from . import paths
-from .training import positive_int
+from .argtypes import positive_int
 
 log = logging.getLogger(__name__)
 

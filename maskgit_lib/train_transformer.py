@@ -37,12 +37,13 @@ import torch
 import torch.nn.functional as F
 
 from . import paths
+from .argtypes import positive_int, seed_int
 from .config import TransformerConfig, config_to_dict
 from .errors import CheckpointError
 from .training import (
     FINAL_NAME, WEIGHT_DTYPES, DistContext, Trainer, add_train_arguments, barrier, cleanup_distributed, derive_seed,
-    exact_fp32, export_weights, images_to_float, load_images_uint8, positive_int, process_start_time, resolve_device,
-    resolve_splits, seed_int, setup_distributed, train_config_from_args, write_json,
+    exact_fp32, export_weights, images_to_float, load_images_uint8, process_start_time, resolve_device,
+    resolve_splits, setup_distributed, train_config_from_args, write_json,
 )
 
 log = logging.getLogger(__name__)

@@ -33,10 +33,11 @@ import torch
 
 from . import paths
 from .config import VQGANConfig, config_to_dict
+from .argtypes import positive_int
 from .errors import ConfigError, DataError, MaskgitError
 from .training import (
     FINAL_NAME, WEIGHT_DTYPES, Trainer, add_train_arguments, cleanup_distributed, derive_seed, export_weights, images_to_float,
-    load_images_uint8, positive_int, process_start_time, random_hflip, resolve_splits, setup_distributed,
+    load_images_uint8, process_start_time, random_hflip, resolve_splits, setup_distributed,
     train_config_from_args, write_json,
 )
 

@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from . import __version__
+from .argtypes import seed_int
 from .checkpoint import atomic_write
 from .config import TrainConfig, config_to_dict
 from .errors import ConfigError, MaskgitError
@@ -902,32 +903,6 @@ def load_images_uint8(files: Sequence[Path], size: int = 64) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------- CLI glue
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1 (message: "must be an integer >= 1, got 0")."""
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
-    return value
-
-
-def seed_int(text: str) -> int:
-    """An argparse type: a seed in 0 .. 2**63 - 1 (what ``torch.Generator.manual_seed`` accepts)."""
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value < 2**63:
-        raise argparse.ArgumentTypeError(f"must be an integer in 0..2**63-1, got {text!r}")
-    return value
-
-
 def add_train_arguments(parser, default_out: Path) -> None:
     """Options shared by ``train-vqgan`` and ``train-transformer`` (None = preset value)."""
     import argparse

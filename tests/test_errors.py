@@ -620,7 +620,7 @@ def test_resuming_from_a_foreign_state_is_refused(tmp_path, ckpts, capsys, comma
     (["demo", "--steps", "0"], "argument --steps: must be an integer >= 1, got 0"),
     (["demo", "--batch-size", "-1"], "argument --batch-size: must be an integer >= 1, got -1"),
     (["demo", "--schedule", "zigzag"], "argument --schedule: unknown mask schedule 'zigzag'"),
-    (["fid", "a", "b", "--batch-size", "0"], "argument --batch-size: must be >= 1, got 0"),
+    (["fid", "a", "b", "--batch-size", "0"], "argument --batch-size: must be an integer >= 1, got 0"),
     (["eval-vqgan", "--batch-size", "0"], "argument --batch-size: must be an integer >= 1, got 0"),
     (["eval-vqgan", "--batch-size", "-1"], "argument --batch-size: must be an integer >= 1, got -1"),
     (["eval-transformer", "--batch-size", "0"], "argument --batch-size: must be an integer >= 1, got 0"),
@@ -634,7 +634,7 @@ def test_resuming_from_a_foreign_state_is_refused(tmp_path, ckpts, capsys, comma
     (["train-vqgan", "--recon-loss", "l3"], "argument --recon-loss: invalid choice: 'l3'"),
     (["benchmark", "--batch-size", "x"], "argument --batch-size: invalid int value: 'x'"),
     (["bench", "--preset", "huge"], "argument --preset: invalid choice: 'huge'"),
-    (["bench", "--threads", "many"], "argument --threads: invalid int value: 'many'"),
+    (["bench", "--threads", "many"], "argument --threads: must be an integer >= 1, got 'many'"),
     (["frobnicate"], "argument COMMAND: invalid choice: 'frobnicate'"),
 ])
 def test_bad_flag_values_are_argparse_errors(tmp_path, capsys, argv, message):

@@ -1,0 +1,40 @@
+"""Argparse value types shared by every ``maskgit`` command.
+
+Each raises ``argparse.ArgumentTypeError`` with a sentence that names what was
+expected, so ``maskgit inpaint --steps -3`` prints
+``argument --steps: must be an integer >= 1, got -3`` instead of a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Callable
+
+
+def int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``low`` (message: "must be an integer >= 1, got -3")."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+positive_int = int_at_least(1)
+"""An argparse type: an integer >= 1."""
+
+
+def seed_int(text: str) -> int:
+    """An argparse type: a seed in 0 .. 2**63 - 1 (what ``torch.Generator.manual_seed`` accepts)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be an integer in 0..2**63-1, got {text!r}")
+    return value

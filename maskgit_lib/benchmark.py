@@ -53,6 +53,7 @@ logger = logging.getLogger(__name__)
 
 CACHE_VERSION = "benchmark-v1"
 TRACKS = ("freeform", "box", "border")
+PROFILES = ("quick", "headline", "full", "complete")
 LAB_SCHEDULES = ("cosine", "linear", "square")
 BOX_FRAC, KEEP_FRAC = 0.5, 0.5
 QUICK_LIMIT, GALLERY_IMAGES = 64, 8
@@ -88,7 +89,9 @@ class Row:
                     "vqgan_raw": "VQGAN ceiling (GT recon, raw)"}.get(self.method, f"baseline {self.method}")
         s = self.settings
         text = f"maskgit {s.schedule} T={s.steps}" + (f" s={s.sweet_spot}" if s.sweet_spot is not None else "")
-        return text + ("" if s.composite else " raw") + (" lab-conf" if s.confidence == "lab" else "")
+        return (text + ("" if s.composite else " raw") + (" lab-conf" if s.confidence == "lab" else "")
+                + (f" {s.prefill}-fill" if s.prefill != InpaintSettings.prefill else "")
+                + (f" temp={s.sampling_temperature:g}" if s.sampling_temperature != 1.0 else ""))
 
     @property
     def kind(self) -> str:
@@ -108,18 +111,20 @@ class Row:
 
 
 def plan_rows(profile: str = "full", tracks: tuple[str, ...] = TRACKS, seed: int = 0) -> list[Row]:
-    """The rows of a profile, track by track: ``quick``, ``full`` or ``complete``.
+    """The rows of a profile, track by track: ``quick``, ``headline``, ``full`` or ``complete``.
 
     ``complete`` is the whole grid: the lab's schedules x T in 1, 4, 8, 12, 16, the
     other schedules at T = 8, sweet spots (12, 8), (16, 8), (16, 12), raw, lab
     confidence (a GPU job). ``full`` prunes it to fit about an hour on a shared
     2-core CPU at 64 images (:data:`FULL_GRID`, :data:`FULL_OTHER_SCHEDULES`);
-    ``quick`` is a few free-form rows. Box and border tracks get cosine T = 8 and
-    the references. T = 1 is listed once (cosine): with one step the schedule is
+    ``quick`` is a few free-form rows; ``headline`` is what the README's table needs
+    on the whole test set: cosine T = 8 with the official and the lab's confidence,
+    each with the harmonic (default) and the lab's gray hole fill. Box and border
+    tracks get cosine T = 8 (and lab confidence in ``headline``) and the references. T = 1 is listed once (cosine): with one step the schedule is
     never evaluated, so every schedule gives the same output.
     """
-    if profile not in ("quick", "full", "complete"):
-        raise ConfigError(f"unknown benchmark profile {profile!r}; expected quick, full or complete")
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown benchmark profile {profile!r}; expected one of {', '.join(PROFILES)}")
 
     def mg(track: str, schedule: str = "cosine", steps: int = 8, **kw) -> Row:
         return Row(track, "maskgit", InpaintSettings(steps=steps, schedule=schedule, seed=seed, **kw))
@@ -128,15 +133,19 @@ def plan_rows(profile: str = "full", tracks: tuple[str, ...] = TRACKS, seed: int
     for t in tracks:
         if t != "freeform":
             rows += [mg(t)] + ([mg(t, composite=False)] if profile == "complete" else [])
+            rows += [mg(t, confidence="lab")] if profile in ("headline", "complete") else []
         elif profile == "quick":
-            rows += [mg(t), mg(t, "linear"), mg(t, "square"), mg(t, steps=1), mg(t, steps=12, sweet_spot=8),
-                     mg(t, composite=False)]
+            rows += [mg(t), mg(t, "linear"), mg(t, "square"), mg(t, confidence="lab"), mg(t, prefill="gray"),
+                     mg(t, steps=1), mg(t, steps=12, sweet_spot=8), mg(t, composite=False)]
+        elif profile == "headline":
+            rows += [mg(t, confidence=c, prefill=p) for p in ("harmonic", "gray") for c in ("official", "lab")]
         else:
             grid = FULL_GRID if profile == "full" else {s: (1, 4, 8, 12, 16) for s in LAB_SCHEDULES}
             others = FULL_OTHER_SCHEDULES if profile == "full" else [s for s in SCHEDULES if s not in LAB_SCHEDULES]
             rows += [mg(t, s, n) for s in LAB_SCHEDULES for n in grid[s] if n > 1 or s == "cosine"]
             rows += [mg(t, steps=n, sweet_spot=k) for n, k in ((12, 8), (16, 8), (16, 12)) if n in grid["cosine"]]
-            rows += [mg(t, composite=False), mg(t, confidence="lab")] + [mg(t, s) for s in others]
+            rows += [mg(t, composite=False), mg(t, confidence="lab"), mg(t, prefill="gray"),
+                     mg(t, confidence="lab", prefill="gray")] + [mg(t, s) for s in others]
         rows += [Row(t, m) for m in (*baselines.BASELINES, "vqgan_composite", "vqgan_raw")]
     return rows
 
@@ -502,6 +511,9 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help=f"a few rows on the first {QUICK_LIMIT} images, free-form track only "
                              "(writes benchmark_quick.* so a full run is not overwritten)")
+    parser.add_argument("--headline", action="store_true",
+                        help="the README's rows (cosine T=8, official/lab confidence x harmonic/gray hole fill) "
+                             "and the references on the whole test set (writes benchmark_headline.*)")
     parser.add_argument("--complete", action="store_true",
                         help="every row (lab schedules x T in 1,4,8,12,16, all other schedules, all sweet spots): "
                              "hours on a CPU, minutes on a GPU")
@@ -565,13 +577,17 @@ def _write_outputs(report: dict, out: Path, suffix: str) -> None:
 def run_benchmark(args: argparse.Namespace) -> int:
     """Run every planned row (cached rows are reused), write JSON, markdown and figures; print a summary."""
     start = time.perf_counter()
-    profile = "quick" if args.quick else "complete" if args.complete else "full"
+    chosen = [name for name in ("quick", "headline", "complete") if getattr(args, name, False)]
+    if len(chosen) > 1:
+        raise ConfigError(f"choose one of --quick, --headline, --complete (got {', '.join(chosen)})")
+    profile = chosen[0] if chosen else "full"
     tracks = tuple(t.strip() for t in args.tracks.split(",")) if args.tracks else (
         ("freeform",) if args.quick else TRACKS)
     if not set(tracks) <= set(TRACKS) or args.batch_size < 1 or (args.limit is not None and args.limit < 2):
         raise ConfigError(f"--tracks must be a subset of {TRACKS}, --batch-size >= 1 and --limit >= 2")
     limit = args.limit if args.limit is not None else QUICK_LIMIT if args.quick else None
-    out, suffix, use_cache = Path(args.out or paths.results_dir()), "_quick" if args.quick else "", not args.no_cache
+    suffix = {"quick": "_quick", "headline": "_headline"}.get(profile, "")
+    out, use_cache = Path(args.out or paths.results_dir()), not args.no_cache
     rows = plan_rows(profile, tracks, args.seed)
     inpainter = Inpainter.from_checkpoints(args.vqgan_checkpoint, args.transformer_checkpoint, device=args.device)
     dev = inpainter.device

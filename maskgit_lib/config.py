@@ -223,6 +223,10 @@ class TrainConfig:
         label_smoothing: cross-entropy label smoothing (transformer only).
         schedule: MVTM masking schedule name used in training (transformer only).
         min_mask_ratio: minimum MVTM masking rate (transformer only).
+        hole_fraction: probability that a training example is a hole example
+            (brush-stroke hole, context encoded from the prefilled image; see
+            :mod:`maskgit_lib.hole_examples`) instead of plain MVTM (transformer only).
+        hole_variants: hole examples built per training image (transformer only).
         recon_loss: VQGAN pixel loss, ``"l1"``, ``"mse"`` or ``"l1+mse"``.
         gan_weight: weight of the PatchGAN hinge loss (VQGAN only; 0 disables).
         gan_start: optimizer step at which the GAN loss is switched on.
@@ -250,6 +254,8 @@ class TrainConfig:
     label_smoothing: float = 0.1
     schedule: str = "cosine"
     min_mask_ratio: float = 0.0
+    hole_fraction: float = 0.0
+    hole_variants: int = 4
     recon_loss: str = "l1+mse"
     gan_weight: float = 0.0
     gan_start: int = 0

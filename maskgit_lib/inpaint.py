@@ -2,7 +2,7 @@
 
 One sampler serves all three tasks (DESIGN.md sections 2-3)::
 
-    tokens    = VQGAN.encode(images)                           # (B, L), hole fill is irrelevant:
+    tokens    = VQGAN.encode(prefill(images, pixel_missing))   # (B, L); holes: gray (lab) or harmonic
     is_masked = pixel_to_token_mask(pixel_missing, f, dilate)  # hidden tokens become [MASK]
     trace     = iterative_decode(transformer, tokens, is_masked, T, schedule)
     raw       = VQGAN.decode(trace.tokens_at(s))               # sweet spot s <= T, one decode
@@ -38,11 +38,12 @@ from pathlib import Path
 import torch
 
 from . import paths
+from .argtypes import int_at_least, seed_int
 from .data import from_uint8, to_uint8
 from .decoding import DecodeTrace, iterative_decode
 from .errors import CheckpointError, ConfigError, DataError
 from .masking import get_schedule, pixel_to_token_mask
-from .argtypes import int_at_least, seed_int
+from .prefill import get_prefill
 from .training import derive_seed
 from .transformer import MaskGITTransformer, load_transformer
 from .vqgan import VQGAN, load_vqgan
@@ -64,6 +65,8 @@ class InpaintSettings:
         confidence: "official" (log p of a sampled token) or "lab" (argmax probability).
         dilate: grow the hidden token region by this many tokens (official editing: 1).
         composite: paste the known input pixels back over the decoded image.
+        prefill: what the encoder sees in the holes: "harmonic" (a smooth fill from
+            the hole borders, default; see :mod:`maskgit_lib.prefill`) or "gray" (the lab: 128).
         seed: seed of the random stream when no generator is given.
     """
 
@@ -75,6 +78,7 @@ class InpaintSettings:
     confidence: str = "official"
     dilate: int = 0
     composite: bool = True
+    prefill: str = "harmonic"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -86,6 +90,7 @@ class InpaintSettings:
         get_schedule(self.schedule)  # ConfigError naming the valid schedules
         if self.confidence not in ("official", "lab"):
             raise ConfigError(f"confidence must be 'official' or 'lab', got {self.confidence!r}")
+        get_prefill(self.prefill)  # ConfigError naming the choices
         if not isinstance(self.dilate, int) or self.dilate < 0:
             raise ConfigError(f"dilate must be an integer >= 0, got {self.dilate!r}")
         if self.choice_temperature < 0 or self.sampling_temperature < 0:
@@ -286,7 +291,7 @@ class Inpainter:
         if len(rows) < len(decoded):
             logger.info("%d of %d image(s) have no missing pixel: copied through unchanged",
                         len(decoded) - len(rows), len(decoded))
-        tokens = self.encode(images)  # (B, L)
+        tokens = self.encode(get_prefill(settings.prefill)(images, pixel_missing))  # (B, L)
         raw = images.clone()  # (B, 3, S, S)
         trace = None
         if len(rows):
@@ -650,6 +655,9 @@ def add_sampler_arguments(parser: argparse.ArgumentParser, batch_size: int = 64)
     g.add_argument("--temperature", dest="sampling_temperature", type=_float_at_least_zero, default=1.0,
                    metavar="TAU",
                    help="sampling temperature, 0 = argmax (default 1.0)")
+    g.add_argument("--prefill", choices=("harmonic", "gray"), default="harmonic",
+                   help="what the tokenizer sees in the holes: a smooth fill from the hole borders (default) "
+                        "or the lab's gray 128")
     g.add_argument("--batch-size", type=int_at_least(1), default=batch_size, metavar="N", help=f"default {batch_size}")
     m = parser.add_argument_group("models")
     m.add_argument("--device", default="auto", metavar="DEV", help="auto (CUDA if available), cpu, cuda, cuda:N")

@@ -40,6 +40,7 @@ from . import paths
 from .argtypes import positive_int, seed_int
 from .config import TransformerConfig, config_to_dict
 from .errors import CheckpointError
+from .hole_examples import HoleExamples, hole_examples_key, make_hole_examples, mix_hole_examples
 from .training import (
     FINAL_NAME, WEIGHT_DTYPES, DistContext, Trainer, add_train_arguments, barrier, cleanup_distributed, derive_seed,
     exact_fp32, export_weights, images_to_float, load_images_uint8, process_start_time, resolve_device,
@@ -58,9 +59,11 @@ TRANSFORMER_TRAIN_PRESETS: dict[str, dict[str, Any]] = {
                 val_every=1000, ckpt_every=1000, log_every=20),
 }
 VAL_MASK_SEED = 0
+VAL_HOLE_SEED = 1
+HOLE_PREFILL = "harmonic"  # hole examples encode what Inpainter encodes with its default prefill
 TOKEN_CACHE_FORMAT = 1
 LOSS_NAMES = ("loss", "masked_acc", "mask_ratio")
-VAL_NAMES = ("ce", "masked_acc", "num_masked")
+VAL_NAMES = ("ce", "masked_acc", "num_masked", "hole_ce", "hole_acc")
 
 
 def file_sha256(path: Path) -> str:
@@ -102,26 +105,50 @@ def cached_tokens(vqgan_path: Path, vqgan: torch.nn.Module, vqgan_sha256: str, f
     Returns:
         ``(tokens, key)``: int64 (N, L) on the CPU and the cache key.
     """
+    key = token_cache_key(vqgan_sha256, files, flipped)
+
+    def compute() -> dict[str, Any]:
+        tokens = tokenize_images(vqgan, load_images_uint8(files, vqgan.cfg.image_size), flipped=flipped)
+        return {"vqgan": str(vqgan_path), "flipped": flipped, "files": [Path(f).name for f in files],
+                "tokens": _small_ids(tokens, vqgan.cfg.codebook_size)}
+
+    cache = _cached(key, compute, f"tokenized {len(files)} images" + (" (mirrored)" if flipped else ""), ctx)
+    return cache["tokens"].long(), key
+
+
+def _small_ids(tokens: torch.Tensor, codebook_size: int) -> torch.Tensor:
+    return tokens.to(torch.int16 if codebook_size <= 32767 else torch.int32)
+
+
+def _cached(key: str, compute, what: str, ctx: DistContext | None) -> dict[str, Any]:
+    """``paths.cache_dir()/tokens/<key>.pt``: computed by rank 0 if missing (atomic write), then read by all."""
     from .checkpoint import load_training_state, save_training_state
 
-    key = token_cache_key(vqgan_sha256, files, flipped)
     path = paths.cache_dir() / "tokens" / f"{key[:24]}.pt"
-    is_main = ctx is None or ctx.is_main
-    if is_main and not path.exists():
+    if (ctx is None or ctx.is_main) and not path.exists():
         t0 = time.monotonic()
-        images = load_images_uint8(files, vqgan.cfg.image_size)
-        tokens = tokenize_images(vqgan, images, flipped=flipped)
-        small = tokens.to(torch.int16 if vqgan.cfg.codebook_size <= 32767 else torch.int32)
-        save_training_state(path, {"format": TOKEN_CACHE_FORMAT, "key": key, "vqgan": str(vqgan_path),
-                                   "flipped": flipped, "files": [Path(f).name for f in files], "tokens": small})
-        log.info("tokenized %d images%s in %.1f s -> %s", len(files), " (mirrored)" if flipped else "",
-                 time.monotonic() - t0, path)
+        save_training_state(path, {"format": TOKEN_CACHE_FORMAT, "key": key, **compute()})
+        log.info("%s in %.1f s -> %s", what, time.monotonic() - t0, path)
     if ctx is not None:
         barrier(ctx)
     cache = load_training_state(path)
     if cache.get("key") != key:
         raise CheckpointError(f"token cache {path} holds another key; delete it and run again")
-    return cache["tokens"].long(), key
+    return cache
+
+
+def cached_hole_examples(vqgan: torch.nn.Module, files: Sequence[Path], token_key: str, flipped: bool,
+                         variants: int, seed: int, ctx: DistContext | None = None) -> HoleExamples:
+    """:func:`~maskgit_lib.hole_examples.make_hole_examples` of ``files``, cached like the tokens."""
+    key = hole_examples_key(f"{token_key}:flipped={int(flipped)}", variants, seed, HOLE_PREFILL)
+
+    def compute() -> dict[str, Any]:
+        images = load_images_uint8(files, vqgan.cfg.image_size)
+        ex = make_hole_examples(vqgan, images.flip(-1) if flipped else images, variants, seed, HOLE_PREFILL)
+        return {"context": _small_ids(ex.context, vqgan.cfg.codebook_size), "is_masked": ex.is_masked}
+
+    cache = _cached(key, compute, f"built {variants} hole example(s) for each of {len(files)} images", ctx)
+    return HoleExamples(cache["context"].long(), cache["is_masked"])
 
 
 def fixed_val_masks(num: int, num_tokens: int, schedule: str, seed: int = VAL_MASK_SEED,
@@ -134,7 +161,7 @@ def fixed_val_masks(num: int, num_tokens: int, schedule: str, seed: int = VAL_MA
 
 @torch.no_grad()
 def masked_token_metrics(model: torch.nn.Module, tokens: torch.Tensor, is_masked: torch.Tensor,
-                         batch_size: int = 128) -> dict[str, float]:
+                         batch_size: int = 128, context: torch.Tensor | None = None) -> dict[str, float]:
     """Cross-entropy (no smoothing) and accuracy of the argmax on the hidden positions.
 
     Args:
@@ -142,6 +169,8 @@ def masked_token_metrics(model: torch.nn.Module, tokens: torch.Tensor, is_masked
         tokens: int64 (N, L) ground-truth ids.
         is_masked: bool (N, L), True = hidden from the model.
         batch_size: images per forward pass.
+        context: int64 (N, L) ids the model sees at the visible positions (default: ``tokens``;
+            hole examples pass the tokens of the prefilled image).
 
     Returns:
         ``ce`` (nats per masked token), ``masked_acc`` (in [0, 1]), ``num_masked``.
@@ -151,9 +180,10 @@ def masked_token_metrics(model: torch.nn.Module, tokens: torch.Tensor, is_masked
     device = next(model.parameters()).device
     k = model.cfg.codebook_size
     ce_sum = correct = count = 0.0
-    for tok, hid in zip(tokens.split(batch_size), is_masked.split(batch_size)):
-        tok, hid = tok.to(device), hid.to(device)
-        logits = model(tok.masked_fill(hid, k)).float()  # (B, L, K)
+    context = tokens if context is None else context
+    for tok, hid, seen in zip(tokens.split(batch_size), is_masked.split(batch_size), context.split(batch_size)):
+        tok, hid, seen = tok.to(device), hid.to(device), seen.to(device)
+        logits = model(seen.masked_fill(hid, k)).float()  # (B, L, K)
         ce = F.cross_entropy(logits.reshape(-1, k), tok.reshape(-1), reduction="none").view_as(tok)  # (B, L)
         ce_sum += float(ce[hid].double().sum())
         correct += float((logits.argmax(-1) == tok)[hid].sum())
@@ -162,13 +192,14 @@ def masked_token_metrics(model: torch.nn.Module, tokens: torch.Tensor, is_masked
     return {"ce": ce_sum / max(count, 1.0), "masked_acc": correct / max(count, 1.0), "num_masked": int(count)}
 
 
-def make_train_step(cfg, tokens: torch.Tensor, codebook_size: int):
+def make_train_step(cfg, tokens: torch.Tensor, codebook_size: int, holes: HoleExamples | None = None):
     """The MVTM training step for :class:`~maskgit_lib.training.Trainer`.
 
     Args:
-        cfg: TrainConfig (``schedule``, ``min_mask_ratio``, ``label_smoothing``).
+        cfg: TrainConfig (``schedule``, ``min_mask_ratio``, ``label_smoothing``, ``hole_fraction``).
         tokens: int64 (N, L) training tokens on the training device.
         codebook_size: K (= the mask token id).
+        holes: hole examples of the same N rows (on the device); used when ``cfg.hole_fraction > 0``.
     """
     from .masking import mvtm_mask
 
@@ -177,7 +208,12 @@ def make_train_step(cfg, tokens: torch.Tensor, codebook_size: int):
         batch, length = target.shape
         is_masked = mvtm_mask(batch, length, cfg.schedule, generator, target.device,
                               min_ratio=cfg.min_mask_ratio)  # (B, L) r ~ U(0,1), ceil(gamma(r) L) hidden
-        logits = model(target.masked_fill(is_masked, codebook_size))  # (B, L, K)
+        if holes is not None and cfg.hole_fraction > 0:
+            inputs, is_masked = mix_hole_examples(target, is_masked, holes, indices, cfg.hole_fraction,
+                                                  codebook_size, generator)
+        else:
+            inputs = target.masked_fill(is_masked, codebook_size)
+        logits = model(inputs)  # (B, L, K)
         ce = F.cross_entropy(logits.float().reshape(-1, codebook_size), target.reshape(-1),
                              label_smoothing=cfg.label_smoothing, reduction="none").view(batch, length)
         weight = is_masked.float()  # (B, L): loss on hidden positions only
@@ -189,6 +225,26 @@ def make_train_step(cfg, tokens: torch.Tensor, codebook_size: int):
     return train_step
 
 
+def validation_metrics(model: torch.nn.Module, tokens: torch.Tensor, masks: torch.Tensor, holes: HoleExamples,
+                       batch_size: int) -> dict[str, float]:
+    """MVTM metrics on fixed random masks + ``hole_ce``/``hole_acc`` on fixed brush holes (prefilled context)."""
+    plain = masked_token_metrics(model, tokens, masks, batch_size)
+    hole = masked_token_metrics(model, tokens, holes.is_masked[:, 0], batch_size, context=holes.context[:, 0])
+    return {**plain, "hole_ce": hole["ce"], "hole_acc": hole["masked_acc"]}
+
+
+def _init_from(model: torch.nn.Module, path: Path, device: torch.device) -> None:
+    """Copy the weights of ``path`` into ``model`` (CheckpointError if its config differs)."""
+    from .transformer import load_transformer
+
+    source = load_transformer(path, device)
+    if dataclasses.replace(source.cfg, attention=model.cfg.attention) != model.cfg:
+        raise CheckpointError(f"--init-weights {path} has another transformer config ({source.cfg}) than this "
+                              f"run ({model.cfg}); pass the same --preset")
+    model.load_state_dict(source.state_dict())
+    log.info("initialised from %s", path)
+
+
 def add_train_transformer_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of ``maskgit train-transformer``."""
     add_train_arguments(parser, paths.project_root() / "runs" / "transformer")
@@ -197,6 +253,14 @@ def add_train_transformer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-smoothing", type=float, default=None, help="cross-entropy label smoothing (0.1)")
     parser.add_argument("--schedule", default=None, help="MVTM mask schedule gamma (default: cosine)")
     parser.add_argument("--min-mask-ratio", type=float, default=None, help="minimum masking rate (default 0)")
+    parser.add_argument("--hole-fraction", type=float, default=None, metavar="P",
+                        help="share of training examples that are brush-stroke holes with prefilled context "
+                             "(see maskgit_lib.hole_examples; default 0 = plain MVTM)")
+    parser.add_argument("--hole-variants", type=positive_int, default=None, metavar="V",
+                        help="hole examples built per training image (default 4)")
+    parser.add_argument("--init-weights", type=Path, default=None, metavar="PATH",
+                        help="start from these transformer weights (fine-tuning; same config); "
+                             "ignored when resuming from OUT/state.pt")
     parser.add_argument("--attention", choices=["sdpa", "scratch"], default=None,
                         help="attention implementation (default: the preset's, sdpa)")
 
@@ -226,8 +290,15 @@ def run_train_transformer(args: argparse.Namespace) -> int:
         train_files, val_files = resolve_splits(data_dir)
         train, train_key = cached_tokens(vqgan_path, vqgan, vqgan_sha, train_files, False, ctx)
         mirrored, _ = cached_tokens(vqgan_path, vqgan, vqgan_sha, train_files, True, ctx)
-        val, _ = cached_tokens(vqgan_path, vqgan, vqgan_sha, val_files, False, ctx)
+        val, val_key = cached_tokens(vqgan_path, vqgan, vqgan_sha, val_files, False, ctx)
         k = vqgan.cfg.codebook_size
+        val_holes = cached_hole_examples(vqgan, val_files, val_key, False, 1, VAL_HOLE_SEED, ctx)
+        holes = None
+        if cfg.hole_fraction > 0:  # rows in the order of train_tokens: images, then their mirror images
+            plain, flipped = (cached_hole_examples(vqgan, train_files, train_key, flip, cfg.hole_variants,
+                                                   cfg.seed, ctx) for flip in (False, True))
+            holes = HoleExamples(torch.cat([plain.context, flipped.context]),
+                                 torch.cat([plain.is_masked, flipped.is_masked])).to(ctx.device)
         del vqgan
         train_tokens = torch.cat([train, mirrored]).to(ctx.device)  # (2N, L)
         val_masks = fixed_val_masks(val.shape[0], val.shape[1], cfg.schedule, VAL_MASK_SEED, cfg.min_mask_ratio)
@@ -237,13 +308,17 @@ def run_train_transformer(args: argparse.Namespace) -> int:
             model_cfg = dataclasses.replace(model_cfg, attention=args.attention)
         torch.manual_seed(derive_seed(cfg.seed, "init"))
         model = MaskGITTransformer(model_cfg).to(ctx.device)
+        if args.init_weights is not None:
+            _init_from(model, args.init_weights, ctx.device)
         model.validate_inputs = False  # inputs are built here; skips a host sync per step
         extra = {"vqgan_sha256": vqgan_sha, "train_tokens_key": train_key, "val_mask_seed": VAL_MASK_SEED,
-                 "val_mask_schedule": cfg.schedule, "val_min_mask_ratio": cfg.min_mask_ratio}
+                 "val_mask_schedule": cfg.schedule, "val_min_mask_ratio": cfg.min_mask_ratio,
+                 "val_hole_seed": VAL_HOLE_SEED, "hole_prefill": HOLE_PREFILL,
+                 "init_weights": None if args.init_weights is None else file_sha256(args.init_weights)}
         trainer = Trainer(
             kind="transformer", run_dir=args.out, cfg=cfg, ctx=ctx, model=model,
-            model_config=config_to_dict(model_cfg), train_step=make_train_step(cfg, train_tokens, k),
-            validate=lambda: masked_token_metrics(model, val, val_masks, max(64, cfg.batch_size)),
+            model_config=config_to_dict(model_cfg), train_step=make_train_step(cfg, train_tokens, k, holes),
+            validate=lambda: validation_metrics(model, val, val_masks, val_holes, max(64, cfg.batch_size)),
             save_final=lambda path, metrics: save_transformer(model, path, metrics),
             num_train=train_tokens.shape[0], loss_names=LOSS_NAMES, val_names=VAL_NAMES, extra_config=extra,
             stop_at_step=args.stop_at_step, resume=args.resume, start_time=start, show_progress=args.progress,
@@ -256,7 +331,8 @@ def run_train_transformer(args: argparse.Namespace) -> int:
             m = summary["metrics"]
             print(f"train-transformer: {summary['steps']} steps ({summary['stop_reason']}) in "
                   f"{summary['wall_time_s']:.0f} s on {summary['device']}; val masked CE {m['ce']:.4f}, "
-                  f"val masked-token accuracy {m['masked_acc']:.2%} ({int(m['num_masked'])} tokens)")
+                  f"val masked-token accuracy {m['masked_acc']:.2%} ({int(m['num_masked'])} tokens); "
+                  f"val holes CE {m['hole_ce']:.4f}, accuracy {m['hole_acc']:.2%}")
             print(f"weights: {args.out / FINAL_NAME}" + (f" (exported to {args.export})" if args.export else ""))
         return 0
     finally:
@@ -298,20 +374,22 @@ def run_eval_transformer(args: argparse.Namespace) -> int:
                               f"{model.cfg.codebook_size}; pass the VQGAN it was trained with")
     data_dir = args.data if args.data is not None else paths.default_dataset_dir()
     _, val_files = resolve_splits(data_dir)
-    val, _ = cached_tokens(vqgan_path, vqgan, vqgan_sha, val_files, False)
+    val, val_key = cached_tokens(vqgan_path, vqgan, vqgan_sha, val_files, False)
+    holes = cached_hole_examples(vqgan, val_files, val_key, False, 1, VAL_HOLE_SEED)
     seed = args.seed if args.seed is not None else int(recorded.get("val_mask_seed", VAL_MASK_SEED))
     schedule = recorded.get("val_mask_schedule", "cosine")
     masks = fixed_val_masks(val.shape[0], val.shape[1], schedule, seed, float(recorded.get("val_min_mask_ratio", 0)))
     with exact_fp32():
-        metrics = masked_token_metrics(model, val, masks, args.batch_size)
+        metrics = validation_metrics(model, val, masks, holes, args.batch_size)
     result = {"checkpoint": str(checkpoint), "vqgan_checkpoint": str(vqgan_path), "val_images": len(val_files),
               "mask_seed": seed, "mask_schedule": schedule, **{f"val_{k}": v for k, v in metrics.items()},
-              "recorded": {k: recorded.get(f"val_{k}") for k in ("ce", "masked_acc", "num_masked")},
+              "recorded": {k: recorded.get(f"val_{k}") for k in VAL_NAMES},
               "steps": recorded.get("steps")}
     print(f"eval-transformer: {checkpoint} ({result['steps']} steps) on {result['val_images']} val images, "
           f"mask seed {seed}, schedule {schedule}")
     print(f"  {'metric':<18} {'recomputed':>12} {'recorded':>12}")
-    for key, fmt in (("ce", "{:.5f}"), ("masked_acc", "{:.5f}"), ("num_masked", "{}")):
+    for key, fmt in (("ce", "{:.5f}"), ("masked_acc", "{:.5f}"), ("num_masked", "{}"), ("hole_ce", "{:.5f}"),
+                     ("hole_acc", "{:.5f}")):
         old = result["recorded"][key]
         print(f"  {'val_' + key:<18} {fmt.format(metrics[key]):>12} {('-' if old is None else fmt.format(old)):>12}")
     if args.json is not None:

@@ -78,7 +78,8 @@ def test_train_then_eval_reproduces_recorded_val_metrics(env, tmp_path):
     assert recorded["val_num_masked"] > 0 and 0 <= recorded["val_masked_acc"] <= 1
     assert math.isfinite(recorded["val_ce"]) and recorded["vqgan_sha256"] == file_sha256(env["vqgan"])
     assert meta["config"]["codebook_size"] == 64 and meta["config"]["num_tokens"] == 256
-    assert len(list((env["root"] / "cache" / "tokens").glob("*.pt"))) == 3  # train, mirrored train, val
+    assert 0 <= recorded["val_hole_acc"] <= 1 and math.isfinite(recorded["val_hole_ce"])
+    assert len(list((env["root"] / "cache" / "tokens").glob("*.pt"))) == 4  # train, mirrored, val, val holes
     report = tmp_path / "eval.json"
     assert main(["eval-transformer", "--checkpoint", str(tmp_path / "shipped.safetensors"), "--vqgan-checkpoint",
                  str(env["vqgan"]), "--data", str(env["data"]), "--device", "cpu", "--json", str(report)]) == 0
@@ -86,6 +87,28 @@ def test_train_then_eval_reproduces_recorded_val_metrics(env, tmp_path):
     assert result["val_num_masked"] == recorded["val_num_masked"]
     assert result["val_ce"] == pytest.approx(recorded["val_ce"], abs=1e-5)
     assert result["val_masked_acc"] == pytest.approx(recorded["val_masked_acc"], abs=1e-9)
+    assert result["val_hole_ce"] == pytest.approx(recorded["val_hole_ce"], abs=1e-5)
+    assert result["val_hole_acc"] == pytest.approx(recorded["val_hole_acc"], abs=1e-9)
+
+
+def test_hole_training_fine_tunes_from_init_weights(env, tmp_path, capsys):
+    common = ["train-transformer", "--data", str(env["data"]), "--vqgan-checkpoint", str(env["vqgan"]),
+              "--device", "cpu", "--batch-size", "4", "--val-every", "2", "--ckpt-every", "2", "--no-progress"]
+    assert main([*common, "--preset", "tiny", "--out", str(tmp_path / "a"), "--max-steps", "2"]) == 0
+    start, _ = read_weights(tmp_path / "a" / "final.safetensors")
+    before = len(list((env["root"] / "cache" / "tokens").glob("*.pt")))
+    assert main([*common, "--preset", "tiny", "--out", str(tmp_path / "b"), "--max-steps", "2", "--hole-fraction",
+                 "1", "--hole-variants", "2", "--init-weights", str(tmp_path / "a" / "final.safetensors"),
+                 "--lr", "1e-12", "--warmup-steps", "0"]) == 0
+    assert len(list((env["root"] / "cache" / "tokens").glob("*.pt"))) == before + 2  # holes of train + mirrored
+    tuned, meta = read_weights(tmp_path / "b" / "final.safetensors")
+    assert all(torch.allclose(tuned[k], start[k], atol=1e-6) for k in start)  # started from a's weights
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert summary["train_config"]["hole_fraction"] == 1.0 and summary["train_config"]["hole_variants"] == 2
+    capsys.readouterr()
+    assert main([*common, "--preset", "cpu", "--out", str(tmp_path / "c"), "--max-steps", "1",
+                 "--init-weights", str(tmp_path / "a" / "final.safetensors")]) != 0
+    assert "has another transformer config" in capsys.readouterr().err
 
 
 def test_token_cache_is_keyed_by_tokenizer_bytes_and_images(env, tmp_path):

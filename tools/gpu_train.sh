@@ -1,13 +1,30 @@
 #!/usr/bin/env bash
 # Train the shipped checkpoints on one lent GPU in a single time-boxed run.
-# Usage (repo root, data/twemoji64 prepared):  tools/gpu_train.sh smoke|full OUT_DIR
+# Usage (repo root, data/twemoji64 prepared):  tools/gpu_train.sh smoke|full|holes OUT_DIR
 # smoke: a few steps of each stage (checks the environment); full: ~8.5 minutes.
+# holes: fine-tune the shipped transformer with hole examples (maskgit_lib.hole_examples)
+#        for HOLES_MINUTES (default 1.5) minutes; DEVICE=cpu HOLES_STEPS=2 tries it on a CPU.
 set -euo pipefail
 mode=${1:-smoke}; out=${2:-runs/gpu_out}
 mkdir -p "$out"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 PY=${PY:-python3}
 $PY -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
+if [ "$mode" = holes ]; then
+  dev=${DEVICE:-cuda}; amp=(--bf16); [ "$dev" = cpu ] && amp=(--no-bf16)
+  if [ -n "${HOLES_STEPS:-}" ]; then budget=(--max-steps "$HOLES_STEPS"); else
+    budget=(--max-steps 0 --max-minutes "${HOLES_MINUTES:-1.5}"); fi
+  start=$(date +%s)
+  $PY -m maskgit_lib.cli train-transformer --preset cpu --device "$dev" "${amp[@]}" --batch-size "${HOLES_BATCH:-256}" \
+    --lr 2e-4 --warmup-steps 100 --init-weights checkpoints/maskgit_twemoji64.safetensors \
+    --hole-fraction 0.5 --hole-variants 8 --val-every 500 --ckpt-every 100000 \
+    --data "${DATA:-data/twemoji64}" --no-progress --no-resume --out runs/gpu_holes "${budget[@]}" 2>&1 | tee "$out/holes.log"
+  echo "holes done after $(( $(date +%s) - start )) s"
+  split -b 15M runs/gpu_holes/final.safetensors "$out/transformer.safetensors.part-"
+  tar czf "$out/holes_logs.tgz" runs/gpu_holes/*.csv runs/gpu_holes/*.json runs/gpu_holes/*.png
+  ls -la "$out"
+  exit 0
+fi
 if [ "$mode" = smoke ]; then
   vq=(--max-steps 20 --val-every 10 --ckpt-every 10); tf=(--max-steps 20 --val-every 10 --ckpt-every 10)
 else

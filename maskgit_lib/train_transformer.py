@@ -238,7 +238,9 @@ def _init_from(model: torch.nn.Module, path: Path, device: torch.device) -> None
     from .transformer import load_transformer
 
     source = load_transformer(path, device)
-    if dataclasses.replace(source.cfg, attention=model.cfg.attention) != model.cfg:
+    training_only = {"attention": model.cfg.attention, "dropout": model.cfg.dropout,
+                     "attention_dropout": model.cfg.attention_dropout}  # the architecture must match
+    if dataclasses.replace(source.cfg, **training_only) != model.cfg:
         raise CheckpointError(f"--init-weights {path} has another transformer config ({source.cfg}) than this "
                               f"run ({model.cfg}); pass the same --preset")
     model.load_state_dict(source.state_dict())

@@ -53,6 +53,9 @@ def _check_config(cfg: TransformerConfig) -> None:
         raise ConfigError(f"TransformerConfig.dim={cfg.dim} must be divisible by heads={cfg.heads}")
     if not 0.0 <= cfg.dropout < 1.0:
         raise ConfigError(f"TransformerConfig.dropout must be in [0, 1); got {cfg.dropout}")
+    if cfg.attention_dropout is not None and not 0.0 <= cfg.attention_dropout < 1.0:
+        raise ConfigError(f"TransformerConfig.attention_dropout must be None or in [0, 1); "
+                          f"got {cfg.attention_dropout}")
     _check_impl(cfg.attention)
 
 
@@ -65,7 +68,8 @@ class TransformerBlock(nn.Module):
 
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
-        self.attn = MultiHeadSelfAttention(cfg.dim, cfg.heads, dropout=cfg.dropout, impl=cfg.attention)
+        attn_p = cfg.dropout if cfg.attention_dropout is None else cfg.attention_dropout
+        self.attn = MultiHeadSelfAttention(cfg.dim, cfg.heads, dropout=attn_p, impl=cfg.attention)
         self.attn_drop = nn.Dropout(cfg.dropout)
         self.norm1 = nn.LayerNorm(cfg.dim, eps=LN_EPS)
         self.mlp = nn.Sequential(

@@ -634,6 +634,7 @@ def test_resuming_from_a_foreign_state_is_refused(tmp_path, ckpts, capsys, comma
     (["train-vqgan", "--recon-loss", "l3"], "argument --recon-loss: invalid choice: 'l3'"),
     (["benchmark", "--batch-size", "x"], "argument --batch-size: invalid int value: 'x'"),
     (["bench", "--preset", "huge"], "argument --preset: invalid choice: 'huge'"),
+    (["inpaint", "--prefill", "blur"], "argument --prefill: invalid choice: 'blur'"),
     (["bench", "--threads", "many"], "argument --threads: must be an integer >= 1, got 'many'"),
     (["frobnicate"], "argument COMMAND: invalid choice: 'frobnicate'"),
 ])
@@ -685,6 +686,8 @@ def test_train_vqgan_refuses_bad_settings(tmp_path, capsys, flags, message):
     (["--label-smoothing", "2"], "--label-smoothing must be in [0, 1) and --min-mask-ratio in [0, 1]"),
     (["--min-mask-ratio", "2"], "--label-smoothing must be in [0, 1) and --min-mask-ratio in [0, 1]"),
     (["--batch-size", "-2"], "--batch-size -2 must be a positive multiple"),
+    (["--hole-fraction", "2"], "--hole-fraction must be in [0, 1] (got 2.0)"),
+    (["--init-weights", "nowhere.safetensors"], "nowhere.safetensors"),
 ])
 def test_train_transformer_refuses_bad_settings(tmp_path, ckpts, capsys, flags, message):
     dataset = _tiny_dataset(tmp_path / "data")

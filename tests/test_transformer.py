@@ -211,3 +211,16 @@ def test_tiny_model_overfits_a_masked_batch() -> None:
         losses.append(loss.item())
     assert losses[0] == pytest.approx(torch.log(torch.tensor(float(K))).item(), abs=0.3)
     assert losses[-1] < 0.25 * losses[0], losses[::10]
+
+
+def test_attention_dropout_defaults_to_dropout_and_can_be_switched_off():
+    from maskgit_lib.config import TransformerConfig as TC
+    from maskgit_lib.errors import ConfigError as CE
+    from maskgit_lib.transformer import MaskGITTransformer as M
+
+    base = dict(codebook_size=16, num_tokens=16, dim=32, depth=1, heads=4, mlp_dim=64, dropout=0.2)
+    assert M(TC(**base)).blocks[0].attn.dropout == 0.2  # None: the lab's single dropout rate
+    assert M(TC(**base, attention_dropout=0.0)).blocks[0].attn.dropout == 0.0
+    assert TC.preset("cpu").attention_dropout == 0.0 and TC.preset("lab").attention_dropout is None
+    with pytest.raises(CE, match="attention_dropout must be None or in"):
+        M(TC(**base, attention_dropout=1.5))

@@ -1,0 +1,34 @@
+"""Score sampler settings (and optionally another transformer) on the first N free-form test images.
+
+Usage: TF=<transformer.safetensors> python score_variants.py N THREADS '[{"confidence": "lab"}, {}]'
+Each JSON object holds InpaintSettings fields; TF unset = the shipped transformer.
+Prints FID (vs the same N ground truths), hole PSNR and inpainting seconds per setting.
+"""
+import json
+import os
+import sys
+import time
+
+import torch
+
+from maskgit_lib import benchmark as B
+from maskgit_lib.data import from_uint8, to_uint8
+from maskgit_lib.fid import frechet_distance_from_features
+from maskgit_lib.inpaint import Inpainter, InpaintSettings
+
+n, threads, variants = int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3])
+torch.set_num_threads(threads)
+data = B.load_tracks(None, ("freeform",), n)["freeform"]
+dev = torch.device("cpu")
+inpainter = Inpainter.from_checkpoints(transformer_path=os.environ.get("TF"), device="cpu")
+gt_feats = B.gt_features(data, dev)
+for fields in variants:
+    settings, start, outs = InpaintSettings(**fields), time.time(), []
+    for k, lo in enumerate(range(0, n, 64)):  # the benchmark's batches and seeds
+        gen = torch.Generator().manual_seed(B.batch_seed(0, k))
+        result = inpainter.inpaint(from_uint8(data.inputs[lo:lo + 64]), data.pixel_missing[lo:lo + 64], settings, gen)
+        outs.append(to_uint8(result.images))
+    out, seconds = torch.cat(outs), time.time() - start
+    fid = frechet_distance_from_features(B.features(out, dev), gt_feats)
+    psnr = B.hole_metrics(out, data.gt, data.pixel_missing)["psnr_hole_db"]
+    print(json.dumps(fields), f"FID {fid:.2f} PSNR {psnr:.2f} t {seconds:.1f}s", flush=True)

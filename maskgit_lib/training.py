@@ -972,6 +972,12 @@ def train_config_from_args(args: Any, preset: dict[str, Any], device: torch.devi
             values[field] = value
     bf16 = getattr(args, "bf16", None)
     values["bf16"] = device.type == "cuda" if bf16 is None else bool(bf16)
+    if values["bf16"] and device.type == "cpu":
+        from .speed import native_bf16
+
+        if not native_bf16(device):
+            log.warning("--bf16 on a CPU without native bf16 matmuls (no AVX512-BF16/AMX): autocast is emulated "
+                        "and several times slower than fp32 here (maskgit bench measures it); drop --bf16")
     cfg = dataclasses.replace(TrainConfig(), **values)
     check_train_config(cfg)  # fail before loading data; Trainer checks again with the world size
     return cfg

@@ -13,7 +13,8 @@ import torch
 
 from maskgit_lib.config import VQGANConfig
 from maskgit_lib.errors import ConfigError
-from maskgit_lib.hole_examples import HoleExamples, make_hole_examples, mix_hole_examples
+from maskgit_lib.hole_examples import (MASK_BANK_SIZE, HoleExamples, _dihedral, make_hole_examples, mask_bank,
+                                       mix_hole_examples)
 from maskgit_lib.masking import pixel_to_token_mask
 from maskgit_lib.prefill import GRAY_VALUE, get_prefill, gray_prefill, harmonic_fill
 from maskgit_lib.vqgan import VQGAN
@@ -77,10 +78,17 @@ def test_hole_examples_are_what_the_inpainter_encodes():
     again = make_hole_examples(vqgan, images_u8, variants=2, seed=5, batch_size=2)  # batching does not matter
     assert torch.equal(again.context, ex.context) and torch.equal(again.is_masked, ex.is_masked)
     assert not torch.equal(make_hole_examples(vqgan, images_u8, 2, seed=6).is_masked, ex.is_masked)
-    # rebuild one example by hand from its token mask: the pixel mask is not stored, but the
-    # context tokens must be the encoding of a harmonic fill whose holes cover the hidden tokens
-    hidden = ex.is_masked[1, 0].view(16, 16)
-    assert hidden.float().mean() > 0.1  # brush strokes of 15-45% of the pixels hide more tokens than that
+    # rebuild example (image 1, variant 0) by hand: the same bank, pick and orientation, then
+    # exactly what Inpainter.inpaint does with prefill="harmonic"
+    gen = torch.Generator().manual_seed(5)
+    bank = mask_bank(MASK_BANK_SIZE, 64, 5)
+    pick, turn = torch.randint(len(bank), (3, 2), generator=gen), torch.randint(8, (3, 2), generator=gen)
+    missing = _dihedral(bank[pick[1, 0]][None], turn[1, 0][None])  # (1, 64, 64)
+    assert 0.15 <= missing.float().mean() <= 0.45  # a brush-stroke hole
+    image = images_u8[1:2].float() / 127.5 - 1
+    expected = vqgan.encode_to_tokens(harmonic_fill(image, missing)).flatten(1)[0]
+    assert torch.equal(ex.context[1, 0], expected)
+    assert torch.equal(ex.is_masked[1, 0], pixel_to_token_mask(missing)[0])
 
 
 def test_mix_hole_examples_switches_whole_examples():
@@ -97,3 +105,20 @@ def test_mix_hole_examples_switches_whole_examples():
         v = [j for j in range(2) if torch.equal(masked[i], ex.is_masked[idx[i], j])]
         assert v, "row must take one of its image's hole examples"
         assert torch.equal(inputs[i], ex.context[idx[i], v[0]].masked_fill(masked[i], k))
+
+
+@pytest.mark.parametrize("name", ["gray", "harmonic"])
+def test_inpainter_ignores_what_the_holes_held(name):
+    from maskgit_lib.config import TransformerConfig
+    from maskgit_lib.inpaint import Inpainter, InpaintSettings
+    from maskgit_lib.transformer import MaskGITTransformer
+
+    torch.manual_seed(0)
+    inpainter = Inpainter(VQGAN(VQGANConfig.preset("tiny")), MaskGITTransformer(TransformerConfig.preset("tiny")))
+    images = torch.rand(2, 3, 64, 64) * 2 - 1
+    missing = torch.zeros(2, 64, 64, dtype=torch.bool)
+    missing[:, 20:40, 10:50] = True
+    settings = InpaintSettings(steps=2, prefill=name)
+    a = inpainter.inpaint(images, missing, settings).images
+    b = inpainter.inpaint(torch.where(missing[:, None], -images, images), missing, settings).images
+    assert torch.equal(a, b)  # e.g. ground truth left in the holes does not leak into the result

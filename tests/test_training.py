@@ -199,3 +199,18 @@ def test_time_budget_stops_cleanly_with_the_lr_decayed(tmp_path):
     assert summary["wall_time_s"] < 0.02 * 60 + 5
     assert load_training_state(tmp_path / "state.pt")["step"] == summary["steps"]
     assert math.isfinite(read_weights(tmp_path / "final.safetensors")[1]["metrics"]["val_mse"])
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_on_a_cpu_without_native_bf16_warns(monkeypatch, caplog, native):
+    import argparse
+    import logging
+
+    from maskgit_lib import speed
+    from maskgit_lib.training import train_config_from_args
+
+    monkeypatch.setattr(speed, "native_bf16", lambda device: native)
+    with caplog.at_level(logging.WARNING, logger="maskgit_lib.training"):
+        cfg = train_config_from_args(argparse.Namespace(bf16=True), {}, torch.device("cpu"))
+    assert cfg.bf16
+    assert ("without native bf16" in caplog.text) is (not native)

@@ -120,7 +120,8 @@ def plan_rows(profile: str = "full", tracks: tuple[str, ...] = TRACKS, seed: int
     ``quick`` is a few free-form rows; ``headline`` is what the README's table needs
     on the whole test set: cosine T = 8 with the official and the lab's confidence,
     each with the harmonic (default) and the lab's gray hole fill. Box and border
-    tracks get cosine T = 8 (and lab confidence in ``headline``) and the references. T = 1 is listed once (cosine): with one step the schedule is
+    tracks get cosine T = 8 (and lab confidence in ``headline``) and the
+    references. T = 1 is listed once (cosine): with one step the schedule is
     never evaluated, so every schedule gives the same output.
     """
     if profile not in PROFILES:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 
 GRAY_VALUE = 128 / 127.5 - 1.0
 """The lab's hole colour (128, 128, 128) in [-1, 1]."""
@@ -25,10 +25,10 @@ GRAY_VALUE = 128 / 127.5 - 1.0
 
 def _check(images: torch.Tensor, pixel_missing: torch.Tensor) -> None:
     if images.dim() != 4 or not images.is_floating_point():
-        raise ConfigError(f"images must be float (B, C, H, W), got {images.dtype} {tuple(images.shape)}")
+        raise DataError(f"images must be float (B, C, H, W), got {images.dtype} {tuple(images.shape)}")
     b, _, h, w = images.shape
     if pixel_missing.dtype != torch.bool or tuple(pixel_missing.shape) != (b, h, w):
-        raise ConfigError(f"pixel_missing must be bool ({b}, {h}, {w}), got {pixel_missing.dtype} "
+        raise DataError(f"pixel_missing must be bool ({b}, {h}, {w}), got {pixel_missing.dtype} "
                           f"{tuple(pixel_missing.shape)}")
 
 

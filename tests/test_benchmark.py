@@ -93,6 +93,15 @@ def test_row_plans():
     steps = {(r.settings.schedule, r.settings.steps) for r in complete if r.method == "maskgit"}
     assert {("square", 16), ("linear", 4), ("exp", 8)} <= steps
     assert {r.track for r in benchmark.plan_rows("full")} == set(benchmark.TRACKS)
+    headline = [r.label for r in benchmark.plan_rows("headline", ("freeform",)) if r.method == "maskgit"]
+    assert headline == ["maskgit cosine T=8", "maskgit cosine T=8 lab-conf", "maskgit cosine T=8 gray-fill",
+                        "maskgit cosine T=8 lab-conf gray-fill"]
+    assert len({(r.track, r.label) for r in benchmark.plan_rows("headline")}) == len(benchmark.plan_rows("headline"))
+
+
+def test_profiles_are_exclusive(capsys):
+    assert cli.main(["benchmark", "--quick", "--headline"]) != 0
+    assert "choose one of --quick, --headline, --complete (got quick, headline)" in capsys.readouterr().err
 
 
 def test_shared_decoding_equals_separate_runs(setup):

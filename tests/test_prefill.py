@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from maskgit_lib.config import VQGANConfig
-from maskgit_lib.errors import ConfigError
+from maskgit_lib.errors import ConfigError, DataError
 from maskgit_lib.hole_examples import (MASK_BANK_SIZE, HoleExamples, _dihedral, make_hole_examples, mask_bank,
                                        mix_hole_examples)
 from maskgit_lib.masking import pixel_to_token_mask
@@ -62,9 +62,9 @@ def test_all_missing_image_is_gray_and_bad_inputs_are_refused():
     assert torch.allclose(gray_prefill(images, missing), torch.full_like(images, GRAY_VALUE))
     with pytest.raises(ConfigError, match=r"unknown prefill 'blur'; choose from \['gray', 'harmonic'\]"):
         get_prefill("blur")
-    with pytest.raises(ConfigError, match="pixel_missing must be bool"):
+    with pytest.raises(DataError, match="pixel_missing must be bool"):
         harmonic_fill(images, missing.float())
-    with pytest.raises(ConfigError, match="images must be float"):
+    with pytest.raises(DataError, match="images must be float"):
         harmonic_fill(images.to(torch.uint8), missing)
 
 

@@ -42,13 +42,7 @@ IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 # ----------------------------------------------------------------------------- fixtures and helpers
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: these tiny models run several times faster on 2 shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -18,13 +18,7 @@ from maskgit_lib.vqgan import VQGAN, save_vqgan
 S = 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on 2 shared cores this is several times faster for these tiny models."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_models(seed: int = 0) -> tuple[VQGAN, MaskGITTransformer]:

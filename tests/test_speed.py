@@ -15,13 +15,7 @@ from maskgit_lib.transformer import MaskGITTransformer, flops_per_image, set_att
 TINY = TransformerConfig.preset("tiny")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a busy 2-core machine a second OpenMP thread makes these tests several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("impl", ["sdpa", "scratch"])

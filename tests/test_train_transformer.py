@@ -26,12 +26,7 @@ from maskgit_lib.train_transformer import cached_tokens, file_sha256, fixed_val_
 from maskgit_lib.vqgan import VQGAN, save_vqgan
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_dataset(root: Path, n_train: int = 12, n_val: int = 4) -> Path:

@@ -29,12 +29,7 @@ ARGS = ["--preset", "tiny", "--device", "cpu", "--batch-size", "4", "--max-steps
         "--ckpt-every", "2", "--log-every", "1", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # the subprocesses use OMP_NUM_THREADS=1: same kernels, same bits
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_dataset(root: Path, n_train: int = 12, n_val: int = 4, n_test: int = 4) -> Path:

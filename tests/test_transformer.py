@@ -25,13 +25,7 @@ TINY = TransformerConfig.preset("tiny")
 K, L = TINY.codebook_size, TINY.num_tokens
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small matmuls: one thread is as fast, and robust on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(seed: int = 0, **changes) -> MaskGITTransformer:

@@ -30,9 +30,9 @@ import torch
 
 from .data import from_uint8, to_uint8
 from .errors import ConfigError, DataError
+from .prefill import GRAY
 
 InpaintFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-GRAY = 128
 CV2_RADIUS = 3
 
 

@@ -42,14 +42,14 @@ import torch
 from PIL import Image, ImageDraw
 
 from . import paths
-from .errors import DataError
 from .argtypes import positive_int, seed_int
+from .errors import DataError
+from .prefill import GRAY
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2
 IMAGE_SIZE = 64
-GRAY = 128
 SKIN_TONES = frozenset({"1f3fb", "1f3fc", "1f3fd", "1f3fe", "1f3ff"})
 # man, woman, boy, girl -> person: near-identical drawings in families/professions.
 PEOPLE = {"1f468": "1f9d1", "1f469": "1f9d1", "1f466": "1f9d1", "1f467": "1f9d1"}

@@ -19,8 +19,10 @@ import torch.nn.functional as F
 
 from .errors import ConfigError, DataError
 
-GRAY_VALUE = 128 / 127.5 - 1.0
-"""The lab's hole colour (128, 128, 128) in [-1, 1]."""
+GRAY = 128
+"""The lab's hole colour (128, 128, 128) in 8-bit values (masked_image/ files, the gray baseline)."""
+GRAY_VALUE = GRAY / 127.5 - 1.0
+"""The same colour in [-1, 1]."""
 
 
 def _check(images: torch.Tensor, pixel_missing: torch.Tensor) -> None:

@@ -7,12 +7,10 @@ Prints FID (vs the same N ground truths), hole PSNR and inpainting seconds per s
 import json
 import os
 import sys
-import time
 
 import torch
 
 from maskgit_lib import benchmark as B
-from maskgit_lib.data import from_uint8, to_uint8
 from maskgit_lib.fid import frechet_distance_from_features
 from maskgit_lib.inpaint import Inpainter, InpaintSettings
 
@@ -23,12 +21,8 @@ dev = torch.device("cpu")
 inpainter = Inpainter.from_checkpoints(transformer_path=os.environ.get("TF"), device="cpu")
 gt_feats = B.gt_features(data, dev)
 for fields in variants:
-    settings, start, outs = InpaintSettings(**fields), time.time(), []
-    for k, lo in enumerate(range(0, n, 64)):  # the benchmark's batches and seeds
-        gen = torch.Generator().manual_seed(B.batch_seed(0, k))
-        result = inpainter.inpaint(from_uint8(data.inputs[lo:lo + 64]), data.pixel_missing[lo:lo + 64], settings, gen)
-        outs.append(to_uint8(result.images))
-    out, seconds = torch.cat(outs), time.time() - start
+    row = B.Row("freeform", "maskgit", InpaintSettings(**fields))
+    out, seconds = B.run_maskgit_group(inpainter, data, [row], batch_size=64, seed=0)[row]  # the benchmark's batches
     fid = frechet_distance_from_features(B.features(out, dev), gt_feats)
     psnr = B.hole_metrics(out, data.gt, data.pixel_missing)["psnr_hole_db"]
     print(json.dumps(fields), f"FID {fid:.2f} PSNR {psnr:.2f} t {seconds:.1f}s", flush=True)

@@ -233,6 +233,8 @@ class TrainConfig:
             (brush-stroke hole, context encoded from the prefilled image; see
             :mod:`maskgit_lib.hole_examples`) instead of plain MVTM (transformer only).
         hole_variants: hole examples built per training image (transformer only).
+        token_views: views of each training image tokenized for the transformer
+            (:mod:`maskgit_lib.views`; ``("id", "flip")`` = image + mirror image).
         recon_loss: VQGAN pixel loss, ``"l1"``, ``"mse"`` or ``"l1+mse"``.
         gan_weight: weight of the PatchGAN hinge loss (VQGAN only; 0 disables).
         gan_start: optimizer step at which the GAN loss is switched on.
@@ -262,6 +264,7 @@ class TrainConfig:
     min_mask_ratio: float = 0.0
     hole_fraction: float = 0.0
     hole_variants: int = 4
+    token_views: tuple[str, ...] = ("id", "flip")
     recon_loss: str = "l1+mse"
     gan_weight: float = 0.0
     gan_start: int = 0

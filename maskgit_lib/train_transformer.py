@@ -11,8 +11,9 @@ positions only::
 with label smoothing (0.1 in the official code), AdamW (0.9, 0.96), warmup +
 cosine decay, gradient accumulation and clipping.
 
-The frozen VQGAN tokenizes the training images, their mirror images (2x
-data) and the validation images once; the token grids are cached under
+The frozen VQGAN tokenizes the training images in each of the run's views
+(``--views``, :mod:`maskgit_lib.views`; default: the images and their mirror
+images, 2x data) and the validation images once; the token grids are cached under
 ``paths.cache_dir()/tokens/<key>.pt`` where the key hashes the VQGAN file's
 bytes and the split's file names and bytes (a new tokenizer or new images give
 a new key).
@@ -39,13 +40,14 @@ import torch.nn.functional as F
 from . import paths
 from .argtypes import positive_int, seed_int
 from .config import TransformerConfig, config_to_dict
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 from .hole_examples import HoleExamples, hole_examples_key, make_hole_examples, mix_hole_examples
 from .training import (
     FINAL_NAME, WEIGHT_DTYPES, DistContext, Trainer, add_train_arguments, barrier, cleanup_distributed, derive_seed,
     exact_fp32, export_weights, images_to_float, load_images_uint8, process_start_time, resolve_device,
     resolve_splits, setup_distributed, train_config_from_args, write_json,
 )
+from .views import apply_view, parse_views
 
 log = logging.getLogger(__name__)
 
@@ -75,44 +77,42 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def token_cache_key(vqgan_sha256: str, files: Sequence[Path], flipped: bool) -> str:
-    """Cache key of one split's tokens: the tokenizer's bytes + each file's name and bytes."""
-    digest = hashlib.sha256(f"maskgit-tokens:{TOKEN_CACHE_FORMAT}:{vqgan_sha256}:{int(flipped)}".encode())
+def token_cache_key(vqgan_sha256: str, files: Sequence[Path], view: str = "id") -> str:
+    """Cache key of one split's tokens in one view: the tokenizer's bytes + each file's name and bytes."""
+    tag = {"id": "0", "flip": "1"}.get(view, view)  # the first two views keep their pre-views keys
+    digest = hashlib.sha256(f"maskgit-tokens:{TOKEN_CACHE_FORMAT}:{vqgan_sha256}:{tag}".encode())
     for path in files:
         digest.update(Path(path).name.encode() + b"\0" + hashlib.sha256(Path(path).read_bytes()).digest())
     return digest.hexdigest()
 
 
 @torch.no_grad()
-def tokenize_images(vqgan: torch.nn.Module, images_u8: torch.Tensor, batch_size: int = 256,
-                    flipped: bool = False) -> torch.Tensor:
-    """Token ids of uint8 images (N, 3, S, S) (optionally mirrored) -> int64 (N, L) on the CPU (fp32, no TF32)."""
+def tokenize_images(vqgan: torch.nn.Module, images_u8: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Token ids of uint8 images (N, 3, S, S) -> int64 (N, L) on the CPU (fp32, no TF32)."""
     device = next(vqgan.parameters()).device
     out = []
     with exact_fp32():
         for chunk in images_u8.split(batch_size):
             images = images_to_float(chunk.to(device))  # (B, 3, S, S)
-            if flipped:
-                images = images.flip(-1)
             out.append(vqgan.encode_to_tokens(images).flatten(1).cpu())  # (B, L)
     return torch.cat(out)
 
 
 def cached_tokens(vqgan_path: Path, vqgan: torch.nn.Module, vqgan_sha256: str, files: Sequence[Path],
-                  flipped: bool = False, ctx: DistContext | None = None) -> tuple[torch.Tensor, str]:
-    """Tokens of ``files`` from the cache, computing and writing them (atomically, rank 0) if missing.
+                  view: str = "id", ctx: DistContext | None = None) -> tuple[torch.Tensor, str]:
+    """Tokens of ``files`` in ``view`` from the cache, computing and writing them (atomically, rank 0) if missing.
 
     Returns:
         ``(tokens, key)``: int64 (N, L) on the CPU and the cache key.
     """
-    key = token_cache_key(vqgan_sha256, files, flipped)
+    key = token_cache_key(vqgan_sha256, files, view)
 
     def compute() -> dict[str, Any]:
-        tokens = tokenize_images(vqgan, load_images_uint8(files, vqgan.cfg.image_size), flipped=flipped)
-        return {"vqgan": str(vqgan_path), "flipped": flipped, "files": [Path(f).name for f in files],
-                "tokens": _small_ids(tokens, vqgan.cfg.codebook_size)}
+        images = apply_view(load_images_uint8(files, vqgan.cfg.image_size), view)
+        return {"vqgan": str(vqgan_path), "view": view, "files": [Path(f).name for f in files],
+                "tokens": _small_ids(tokenize_images(vqgan, images), vqgan.cfg.codebook_size)}
 
-    cache = _cached(key, compute, f"tokenized {len(files)} images" + (" (mirrored)" if flipped else ""), ctx)
+    cache = _cached(key, compute, f"tokenized {len(files)} images (view {view})", ctx)
     return cache["tokens"].long(), key
 
 
@@ -137,17 +137,21 @@ def _cached(key: str, compute, what: str, ctx: DistContext | None) -> dict[str, 
     return cache
 
 
-def cached_hole_examples(vqgan: torch.nn.Module, files: Sequence[Path], token_key: str, flipped: bool,
+def cached_hole_examples(vqgan: torch.nn.Module, files: Sequence[Path], token_key: str, view: str,
                          variants: int, seed: int, ctx: DistContext | None = None) -> HoleExamples:
-    """:func:`~maskgit_lib.hole_examples.make_hole_examples` of ``files``, cached like the tokens."""
-    key = hole_examples_key(f"{token_key}:flipped={int(flipped)}", variants, seed, HOLE_PREFILL)
+    """:func:`~maskgit_lib.hole_examples.make_hole_examples` of ``files`` in ``view``, cached like the tokens.
+
+    ``token_key`` is the key of the same files' tokens in the same view.
+    """
+    key = hole_examples_key(f"{token_key}:view={view}", variants, seed, HOLE_PREFILL)
 
     def compute() -> dict[str, Any]:
-        images = load_images_uint8(files, vqgan.cfg.image_size)
-        ex = make_hole_examples(vqgan, images.flip(-1) if flipped else images, variants, seed, HOLE_PREFILL)
+        images = apply_view(load_images_uint8(files, vqgan.cfg.image_size), view)
+        ex = make_hole_examples(vqgan, images, variants, seed, HOLE_PREFILL)
         return {"context": _small_ids(ex.context, vqgan.cfg.codebook_size), "is_masked": ex.is_masked}
 
-    cache = _cached(key, compute, f"built {variants} hole example(s) for each of {len(files)} images", ctx)
+    cache = _cached(key, compute, f"built {variants} hole example(s) for each of {len(files)} images "
+                    f"(view {view})", ctx)
     return HoleExamples(cache["context"].long(), cache["is_masked"])
 
 
@@ -247,6 +251,23 @@ def _init_from(model: torch.nn.Module, path: Path, device: torch.device) -> None
     log.info("initialised from %s", path)
 
 
+def _views_arg(text: str) -> tuple[str, ...]:
+    try:
+        return parse_views(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _dropout_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a dropout rate in [0, 1), got {text!r}")
+    return value
+
+
 def add_train_transformer_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of ``maskgit train-transformer``."""
     add_train_arguments(parser, paths.project_root() / "runs" / "transformer")
@@ -263,6 +284,11 @@ def add_train_transformer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init-weights", type=Path, default=None, metavar="PATH",
                         help="start from these transformer weights (fine-tuning; same config); "
                              "ignored when resuming from OUT/state.pt")
+    parser.add_argument("--views", type=_views_arg, default=None, metavar="V1,V2,...",
+                        help="views of each training image to tokenize (maskgit_lib.views; default id,flip; "
+                             "e.g. id,flip,small,small+flip,large,large+flip)")
+    parser.add_argument("--dropout", type=_dropout_arg, default=None,
+                        help="transformer dropout (default: the preset's, 0.1; attention dropout keeps the preset's)")
     parser.add_argument("--attention", choices=["sdpa", "scratch"], default=None,
                         help="attention implementation (default: the preset's, sdpa)")
 
@@ -290,24 +316,27 @@ def run_train_transformer(args: argparse.Namespace) -> int:
         vqgan, vqgan_sha = _load_tokenizer(vqgan_path, ctx.device)
         data_dir = args.data if args.data is not None else paths.default_dataset_dir()
         train_files, val_files = resolve_splits(data_dir)
-        train, train_key = cached_tokens(vqgan_path, vqgan, vqgan_sha, train_files, False, ctx)
-        mirrored, _ = cached_tokens(vqgan_path, vqgan, vqgan_sha, train_files, True, ctx)
-        val, val_key = cached_tokens(vqgan_path, vqgan, vqgan_sha, val_files, False, ctx)
+        views = [cached_tokens(vqgan_path, vqgan, vqgan_sha, train_files, view, ctx) for view in cfg.token_views]
+        train_key = token_cache_key(vqgan_sha, train_files, "id")
+        val, val_key = cached_tokens(vqgan_path, vqgan, vqgan_sha, val_files, "id", ctx)
         k = vqgan.cfg.codebook_size
-        val_holes = cached_hole_examples(vqgan, val_files, val_key, False, 1, VAL_HOLE_SEED, ctx)
+        val_holes = cached_hole_examples(vqgan, val_files, val_key, "id", 1, VAL_HOLE_SEED, ctx)
         holes = None
-        if cfg.hole_fraction > 0:  # rows in the order of train_tokens: images, then their mirror images
-            plain, flipped = (cached_hole_examples(vqgan, train_files, train_key, flip, cfg.hole_variants,
-                                                   cfg.seed, ctx) for flip in (False, True))
-            holes = HoleExamples(torch.cat([plain.context, flipped.context]),
-                                 torch.cat([plain.is_masked, flipped.is_masked])).to(ctx.device)
+        if cfg.hole_fraction > 0:  # rows in the order of train_tokens: view after view
+            parts = [cached_hole_examples(vqgan, train_files, key, view, cfg.hole_variants, cfg.seed, ctx)
+                     for view, (_, key) in zip(cfg.token_views, views)]
+            holes = HoleExamples(torch.cat([p.context for p in parts]),
+                                 torch.cat([p.is_masked for p in parts])).to(ctx.device)
         del vqgan
-        train_tokens = torch.cat([train, mirrored]).to(ctx.device)  # (2N, L)
+        train_tokens = torch.cat([tokens for tokens, _ in views]).to(ctx.device)  # (views x N, L)
+        num_tokens = train_tokens.shape[1]
         val_masks = fixed_val_masks(val.shape[0], val.shape[1], cfg.schedule, VAL_MASK_SEED, cfg.min_mask_ratio)
         model_cfg = dataclasses.replace(TransformerConfig.preset(args.preset), codebook_size=k,
-                                        num_tokens=train.shape[1])
+                                        num_tokens=num_tokens)
         if args.attention:
             model_cfg = dataclasses.replace(model_cfg, attention=args.attention)
+        if args.dropout is not None:
+            model_cfg = dataclasses.replace(model_cfg, dropout=args.dropout)
         torch.manual_seed(derive_seed(cfg.seed, "init"))
         model = MaskGITTransformer(model_cfg).to(ctx.device)
         if args.init_weights is not None:
@@ -376,8 +405,8 @@ def run_eval_transformer(args: argparse.Namespace) -> int:
                               f"{model.cfg.codebook_size}; pass the VQGAN it was trained with")
     data_dir = args.data if args.data is not None else paths.default_dataset_dir()
     _, val_files = resolve_splits(data_dir)
-    val, val_key = cached_tokens(vqgan_path, vqgan, vqgan_sha, val_files, False)
-    holes = cached_hole_examples(vqgan, val_files, val_key, False, 1, VAL_HOLE_SEED)
+    val, val_key = cached_tokens(vqgan_path, vqgan, vqgan_sha, val_files, "id")
+    holes = cached_hole_examples(vqgan, val_files, val_key, "id", 1, VAL_HOLE_SEED)
     seed = args.seed if args.seed is not None else int(recorded.get("val_mask_seed", VAL_MASK_SEED))
     schedule = recorded.get("val_mask_schedule", "cosine")
     masks = fixed_val_masks(val.shape[0], val.shape[1], schedule, seed, float(recorded.get("val_min_mask_ratio", 0)))

@@ -860,6 +860,12 @@ def check_train_config(cfg: TrainConfig, world_size: int = 1) -> None:
     if not (0 <= cfg.hole_fraction <= 1 and cfg.hole_variants >= 1):
         problems.append(f"--hole-fraction must be in [0, 1] (got {cfg.hole_fraction}) and "
                         f"--hole-variants >= 1 (got {cfg.hole_variants})")
+    try:
+        from .views import parse_views
+
+        parse_views(",".join(cfg.token_views))
+    except ConfigError as exc:
+        problems.append(f"--views: {exc}")
     if problems:
         raise ConfigError("invalid training settings: " + "; ".join(problems))
 
@@ -956,7 +962,7 @@ _ARG_FIELDS = {"max_steps": "max_steps", "max_minutes": "max_minutes", "batch_si
                "min_lr_ratio": "min_lr_ratio", "weight_decay": "weight_decay", "grad_clip": "grad_clip",
                "seed": "seed", "val_every": "val_every", "ckpt_every": "ckpt_every", "log_every": "log_every",
                "label_smoothing": "label_smoothing", "schedule": "schedule", "min_mask_ratio": "min_mask_ratio",
-               "hole_fraction": "hole_fraction", "hole_variants": "hole_variants",
+               "hole_fraction": "hole_fraction", "hole_variants": "hole_variants", "views": "token_views",
                "recon_loss": "recon_loss", "gan_weight": "gan_weight", "gan_start": "gan_start",
                "hflip": "hflip"}
 

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from maskgit_lib.checkpoint import read_weights
+from maskgit_lib.checkpoint import load_training_state, read_weights
 from maskgit_lib.cli import main
 from maskgit_lib.config import TrainConfig, VQGANConfig
 from maskgit_lib.train_transformer import cached_tokens, file_sha256, fixed_val_masks, make_train_step
@@ -104,6 +104,43 @@ def test_hole_training_fine_tunes_from_init_weights(env, tmp_path, capsys):
     assert main([*common, "--preset", "cpu", "--out", str(tmp_path / "c"), "--max-steps", "1",
                  "--init-weights", str(tmp_path / "a" / "final.safetensors")]) != 0
     assert "has another transformer config" in capsys.readouterr().err
+
+
+def test_views_and_dropout_flags(env, tmp_path, capsys):
+    common = ["train-transformer", "--data", str(env["data"]), "--vqgan-checkpoint", str(env["vqgan"]),
+              "--device", "cpu", "--batch-size", "4", "--val-every", "2", "--ckpt-every", "2", "--no-progress",
+              "--preset", "tiny", "--max-steps", "2"]
+    assert main([*common, "--out", str(tmp_path / "a"), "--views", "id,small+flip", "--hole-fraction", "0.5",
+                 "--hole-variants", "1", "--dropout", "0.3"]) == 0
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["train_config"]["token_views"] == ["id", "small+flip"]
+    state = load_training_state(tmp_path / "a" / "state.pt")
+    assert state["data_order"]["num_items"] == 2 * 12  # two views of the 12 training images
+    _, meta = read_weights(tmp_path / "a" / "final.safetensors")
+    assert meta["config"]["dropout"] == 0.3
+    for flag, value, message in (("--views", "id,twirl", "bad view 'twirl'"), ("--views", "id,id", "repeat"),
+                                 ("--dropout", "1.5", "dropout rate in [0, 1)")):
+        capsys.readouterr()
+        with pytest.raises(SystemExit):
+            main([*common, "--out", str(tmp_path / "b"), flag, value])
+        assert message in capsys.readouterr().err
+
+
+def test_view_tokens_are_the_tokens_of_the_viewed_images(env, tmp_path):
+    from maskgit_lib.train_transformer import token_cache_key
+    from maskgit_lib.training import load_images_uint8
+    from maskgit_lib.views import apply_view
+    from maskgit_lib.vqgan import load_vqgan
+
+    files = sorted((env["data"] / "val").glob("*.png"))
+    vq = load_vqgan(env["vqgan"])
+    sha = file_sha256(env["vqgan"])
+    keys = {view: token_cache_key(sha, files, view) for view in ("id", "flip", "small", "small+flip")}
+    assert len(set(keys.values())) == 4
+    tokens, key = cached_tokens(env["vqgan"], vq, sha, files, "small+flip")
+    assert key == keys["small+flip"]
+    images = apply_view(load_images_uint8(files, 64), "small+flip").float() / 127.5 - 1
+    assert torch.equal(tokens, vq.encode_to_tokens(images).flatten(1))
 
 
 def test_token_cache_is_keyed_by_tokenizer_bytes_and_images(env, tmp_path):

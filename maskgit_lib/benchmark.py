@@ -7,7 +7,7 @@ Tracks (the same ground-truth images in each, fixed masks, holes painted gray 12
 - ``border``: outpainting, keep the centred 50% square (:func:`~maskgit_lib.data_prep.border_mask`).
 
 Each row is one method on one track: MaskGIT with some :class:`InpaintSettings`
-(schedule, T, sweet spot s, composite or raw, official or lab confidence), a
+(schedule, T, sweet spot s, composite (Poisson or paste) or raw, official or lab confidence), a
 classical baseline (:mod:`maskgit_lib.baselines`) or the VQGAN tokenizer ceiling.
 Metrics: FID against the track's ground truths (pytorch-fid protocol, the same N
 on both sides and for every row), PSNR and L1 over the missing pixels, and
@@ -45,7 +45,8 @@ from . import __version__, baselines, paths
 from .checkpoint import atomic_write
 from .data import from_uint8, test_set, to_uint8
 from .errors import ConfigError
-from .inpaint import Inpainter, InpaintSettings, batch_seed, composite
+from .blend import get_blend
+from .inpaint import Inpainter, InpaintSettings, batch_seed
 from .argtypes import seed_int
 from .masking import SCHEDULES
 
@@ -91,6 +92,7 @@ class Row:
         text = f"maskgit {s.schedule} T={s.steps}" + (f" s={s.sweet_spot}" if s.sweet_spot is not None else "")
         return (text + ("" if s.composite else " raw") + (" lab-conf" if s.confidence == "lab" else "")
                 + (f" {s.prefill}-fill" if s.prefill != InpaintSettings.prefill else "")
+                + (f" {s.blend}-blend" if s.composite and s.blend != InpaintSettings.blend else "")
                 + (f" temp={s.sampling_temperature:g}" if s.sampling_temperature != 1.0 else ""))
 
     @property
@@ -106,7 +108,8 @@ class Row:
     def group(self) -> tuple:
         """Rows with equal groups share one computation (sweet spots and raw/composite of one decoding)."""
         if self.method == "maskgit":
-            return (self.track, "maskgit", dataclasses.replace(self.settings, sweet_spot=None, composite=True))
+            return (self.track, "maskgit", dataclasses.replace(self.settings, sweet_spot=None, composite=True,
+                                                               blend=InpaintSettings.blend))
         return (self.track, "vqgan" if self.kind == "ceiling" else self.method)
 
 
@@ -119,8 +122,9 @@ def plan_rows(profile: str = "full", tracks: tuple[str, ...] = TRACKS, seed: int
     2-core CPU at 64 images (:data:`FULL_GRID`, :data:`FULL_OTHER_SCHEDULES`);
     ``quick`` is a few free-form rows; ``headline`` is what the README's table needs
     on the whole test set: cosine T = 8 with the official and the lab's confidence,
-    each with the harmonic (default) and the lab's gray hole fill. Box and border
-    tracks get cosine T = 8 (and lab confidence in ``headline``) and the
+    each with the harmonic fill and Poisson blending (defaults), the harmonic fill
+    pasted, and the lab's pipeline (gray fill, pasted). Box and border tracks get
+    cosine T = 8 blended and pasted (and lab confidence in ``headline``) and the
     references. T = 1 is listed once (cosine): with one step the schedule is
     never evaluated, so every schedule gives the same output.
     """
@@ -133,20 +137,23 @@ def plan_rows(profile: str = "full", tracks: tuple[str, ...] = TRACKS, seed: int
     rows = []
     for t in tracks:
         if t != "freeform":
-            rows += [mg(t)] + ([mg(t, composite=False)] if profile == "complete" else [])
+            rows += [mg(t), mg(t, blend="paste")] + ([mg(t, composite=False)] if profile == "complete" else [])
             rows += [mg(t, confidence="lab")] if profile in ("headline", "complete") else []
         elif profile == "quick":
-            rows += [mg(t), mg(t, "linear"), mg(t, "square"), mg(t, confidence="lab"), mg(t, prefill="gray"),
+            rows += [mg(t), mg(t, "linear"), mg(t, "square"), mg(t, confidence="lab"), mg(t, blend="paste"),
+                     mg(t, confidence="lab", blend="paste"), mg(t, prefill="gray", blend="paste"),
                      mg(t, steps=1), mg(t, steps=12, sweet_spot=8), mg(t, composite=False)]
         elif profile == "headline":
-            rows += [mg(t, confidence=c, prefill=p) for p in ("harmonic", "gray") for c in ("official", "lab")]
+            rows += [mg(t, confidence=c, prefill=p, blend=b) for p, b in (("harmonic", "poisson"), ("harmonic", "paste"),
+                                                                         ("gray", "paste")) for c in ("official", "lab")]
         else:
             grid = FULL_GRID if profile == "full" else {s: (1, 4, 8, 12, 16) for s in LAB_SCHEDULES}
             others = FULL_OTHER_SCHEDULES if profile == "full" else [s for s in SCHEDULES if s not in LAB_SCHEDULES]
             rows += [mg(t, s, n) for s in LAB_SCHEDULES for n in grid[s] if n > 1 or s == "cosine"]
             rows += [mg(t, steps=n, sweet_spot=k) for n, k in ((12, 8), (16, 8), (16, 12)) if n in grid["cosine"]]
-            rows += [mg(t, composite=False), mg(t, confidence="lab"), mg(t, prefill="gray"),
-                     mg(t, confidence="lab", prefill="gray")] + [mg(t, s) for s in others]
+            rows += [mg(t, composite=False), mg(t, confidence="lab"), mg(t, blend="paste"),
+                     mg(t, confidence="lab", blend="paste"), mg(t, prefill="gray", blend="paste"),
+                     mg(t, confidence="lab", prefill="gray", blend="paste")] + [mg(t, s) for s in others]
         rows += [Row(t, m) for m in (*baselines.BASELINES, "vqgan_composite", "vqgan_raw")]
     return rows
 
@@ -315,8 +322,11 @@ def run_maskgit_group(inpainter: Inpainter, data: TrackData, rows: list[Row], ba
         VQGAN decode; each output equals ``inpainter.inpaint`` with the row's settings.
     """
     base = rows[0].group()[2]
+    def finish(row: Row) -> tuple[int, str]:  # (stop step, "raw" or the blend)
+        return row.settings.stop_step, row.settings.blend if row.settings.composite else "raw"
+
     stops = sorted({r.settings.stop_step for r in rows})
-    parts: dict[tuple[int, bool], list[torch.Tensor]] = {(s, c): [] for s in stops for c in (True, False)}
+    parts: dict[tuple[int, str], list[torch.Tensor]] = {finish(r): [] for r in rows}
     shared, own = 0.0, {s: 0.0 for s in stops}
     dev = inpainter.device
     for k, lo in enumerate(range(0, len(data.names), batch_size)):
@@ -334,10 +344,12 @@ def run_maskgit_group(inpainter: Inpainter, data: TrackData, rows: list[Row], ba
                 raw = images.clone()
                 if len(idx):
                     raw[idx] = inpainter.decode(res.trace.tokens_at(s)[idx])  # sweet spot s
-            parts[(s, True)].append(to_uint8(composite(raw, images, pm)).cpu())
-            parts[(s, False)].append(to_uint8(raw).cpu())
+            for stop, mode in parts:
+                if stop == s:
+                    out = raw if mode == "raw" else get_blend(mode)(raw, images, pm)
+                    parts[(stop, mode)].append(to_uint8(out).cpu())
             own[s] += _now(dev) - t0
-    return {r: (torch.cat(parts[(r.settings.stop_step, r.settings.composite)]),
+    return {r: (torch.cat(parts[finish(r)]),
                 shared + own[r.settings.stop_step]) for r in rows}
 
 

@@ -6,12 +6,12 @@ One sampler serves all three tasks (DESIGN.md sections 2-3)::
     is_masked = pixel_to_token_mask(pixel_missing, f, dilate)  # hidden tokens become [MASK]
     trace     = iterative_decode(transformer, tokens, is_masked, T, schedule)
     raw       = VQGAN.decode(trace.tokens_at(s))               # sweet spot s <= T, one decode
-    images    = where(pixel_missing, raw, input)               # composite in uint8 space
+    images    = blend(raw, input, pixel_missing)               # paste (lab) or poisson, in uint8 space
 
 Generation hides every token; outpainting hides everything outside a centred box
-(:func:`maskgit_lib.data_prep.border_mask`). Compositing is done on 8-bit values,
-so every known pixel of a composited output is byte-identical to the input after
-``to_uint8``. Images with no missing pixel are copied through, never decoded.
+(:func:`maskgit_lib.data_prep.border_mask`). Compositing (:mod:`maskgit_lib.blend`)
+is done on 8-bit values, so every known pixel of a composited output is
+byte-identical to the input after ``to_uint8``. Images with no missing pixel are copied through, never decoded.
 
 Determinism: :meth:`Inpainter.inpaint` with the same models, device, inputs
 (same order and batch size), settings and seed returns bitwise identical
@@ -39,6 +39,7 @@ import torch
 
 from . import paths
 from .argtypes import int_at_least, seed_int
+from .blend import composite, get_blend  # noqa: F401  (composite: re-exported, its old home)
 from .data import from_uint8, to_uint8
 from .decoding import DecodeTrace, iterative_decode
 from .errors import CheckpointError, ConfigError, DataError
@@ -64,7 +65,10 @@ class InpaintSettings:
         sampling_temperature: logits are divided by it (0 = argmax).
         confidence: "official" (log p of a sampled token) or "lab" (argmax probability).
         dilate: grow the hidden token region by this many tokens (official editing: 1).
-        composite: paste the known input pixels back over the decoded image.
+        composite: put the known input pixels back over the decoded image (else: raw decode).
+        blend: how the decoded holes meet the known pixels when compositing: "poisson"
+            (seamless: a smooth correction matches the hole borders, default; see
+            :mod:`maskgit_lib.blend`) or "paste" (the lab: plain paste).
         prefill: what the encoder sees in the holes: "harmonic" (a smooth fill from
             the hole borders, default; see :mod:`maskgit_lib.prefill`) or "gray" (the lab: 128).
         seed: seed of the random stream when no generator is given.
@@ -79,6 +83,7 @@ class InpaintSettings:
     dilate: int = 0
     composite: bool = True
     prefill: str = "harmonic"
+    blend: str = "poisson"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -91,6 +96,7 @@ class InpaintSettings:
         if self.confidence not in ("official", "lab"):
             raise ConfigError(f"confidence must be 'official' or 'lab', got {self.confidence!r}")
         get_prefill(self.prefill)  # ConfigError naming the choices
+        get_blend(self.blend)
         if not isinstance(self.dilate, int) or self.dilate < 0:
             raise ConfigError(f"dilate must be an integer >= 0, got {self.dilate!r}")
         if self.choice_temperature < 0 or self.sampling_temperature < 0:
@@ -125,21 +131,6 @@ class InpaintResult:
     pixel_missing: torch.Tensor
     decoded: torch.Tensor
     trace: DecodeTrace | None = None
-
-
-def composite(raw: torch.Tensor, images: torch.Tensor, pixel_missing: torch.Tensor) -> torch.Tensor:
-    """Paste known input pixels over ``raw`` in 8-bit space.
-
-    Args:
-        raw: float (B, 3, S, S) decoded images.
-        images: float (B, 3, S, S) inputs in [-1, 1].
-        pixel_missing: bool (B, S, S), True = take ``raw``.
-
-    Returns:
-        float32 (B, 3, S, S) on the 8-bit grid with ``to_uint8(out)[known] == to_uint8(images)[known]``.
-    """
-    out = torch.where(pixel_missing[:, None].to(raw.device), to_uint8(raw), to_uint8(images.to(raw.device)))
-    return from_uint8(out)  # (B, 3, S, S)
 
 
 def batch_seed(seed: int, batch_index: int) -> int:
@@ -297,7 +288,10 @@ class Inpainter:
         if len(rows):
             trace = self._decode_trace(tokens[rows], is_masked0[rows], settings, self._generator(settings, generator))
             raw[rows] = self.decode(trace.tokens_at(settings.stop_step))  # one VQGAN decode
-        out = composite(raw, images, pixel_missing) if settings.composite else from_uint8(to_uint8(raw))
+        if settings.composite:
+            out = get_blend(settings.blend)(raw, images, pixel_missing)  # (B, 3, S, S) on the 8-bit grid
+        else:
+            out = from_uint8(to_uint8(raw))
         out[~decoded] = from_uint8(to_uint8(images[~decoded]))  # copied through
         if keep_trace:
             trace = _full_trace(trace, rows, tokens, is_masked0, settings, self.mask_token_id)
@@ -342,7 +336,7 @@ class Inpainter:
 
     def decode_trace_images(self, trace: DecodeTrace, steps: list[int] | None = None,
                             images: torch.Tensor | None = None,
-                            pixel_missing: torch.Tensor | None = None) -> torch.Tensor:
+                            pixel_missing: torch.Tensor | None = None, blend: str = "poisson") -> torch.Tensor:
         """Decode the prediction after chosen steps, for figures (one batched VQGAN pass).
 
         Args:
@@ -351,6 +345,7 @@ class Inpainter:
             images: optional inputs float (B, 3, S, S); with ``pixel_missing``
                 the frames are composited like the final output.
             pixel_missing: optional bool (B, S, S).
+            blend: compositing of the frames (:data:`maskgit_lib.blend.BLENDS`).
 
         Returns:
             float32 (len(steps), B, 3, S, S) in [-1, 1]. The frame of the sweet-spot
@@ -362,7 +357,8 @@ class Inpainter:
         n, b, length = tokens.shape
         frames = self.decode(tokens.reshape(n * b, length))  # (N*B, 3, S, S)
         if images is not None and pixel_missing is not None:
-            frames = composite(frames, images.repeat(n, 1, 1, 1), pixel_missing.to(self.device).repeat(n, 1, 1))
+            frames = get_blend(blend)(frames, images.repeat(n, 1, 1, 1),
+                                      pixel_missing.to(self.device).repeat(n, 1, 1))
         return frames.reshape(n, b, *frames.shape[1:])
 
     def inpaint_folder(self, images_dir: str | os.PathLike, masks_dir: str | os.PathLike,
@@ -437,7 +433,7 @@ class Inpainter:
 
         trace = result.trace
         frames = self.decode_trace_images(trace, images=images if settings.composite else None,
-                                          pixel_missing=result.pixel_missing)  # (T, b, 3, S, S)
+                                          pixel_missing=result.pixel_missing, blend=settings.blend)  # (T, b, 3, S, S)
         frames[settings.stop_step - 1] = result.images  # exactly the saved output (batching can move a value by 1)
         grid = self.image_size // self.factor
         hidden = torch.cat([trace.initial_is_masked[None], trace.is_masked])  # (T+1, b, L)
@@ -658,6 +654,9 @@ def add_sampler_arguments(parser: argparse.ArgumentParser, batch_size: int = 64)
     g.add_argument("--prefill", choices=("harmonic", "gray"), default="harmonic",
                    help="what the tokenizer sees in the holes: a smooth fill from the hole borders (default) "
                         "or the lab's gray 128")
+    g.add_argument("--blend", choices=("poisson", "paste"), default="poisson",
+                   help="how the decoded holes meet the known pixels: seamless Poisson blending (default) "
+                        "or the lab's plain paste")
     g.add_argument("--batch-size", type=int_at_least(1), default=batch_size, metavar="N", help=f"default {batch_size}")
     m = parser.add_argument_group("models")
     m.add_argument("--device", default="auto", metavar="DEV", help="auto (CUDA if available), cpu, cuda, cuda:N")

@@ -88,8 +88,10 @@ def test_row_plans():
     assert {("square", 16), ("linear", 4), ("exp", 8)} <= steps
     assert {r.track for r in benchmark.plan_rows("full")} == set(benchmark.TRACKS)
     headline = [r.label for r in benchmark.plan_rows("headline", ("freeform",)) if r.method == "maskgit"]
-    assert headline == ["maskgit cosine T=8", "maskgit cosine T=8 lab-conf", "maskgit cosine T=8 gray-fill",
-                        "maskgit cosine T=8 lab-conf gray-fill"]
+    assert headline == ["maskgit cosine T=8", "maskgit cosine T=8 lab-conf", "maskgit cosine T=8 paste-blend",
+                        "maskgit cosine T=8 lab-conf paste-blend", "maskgit cosine T=8 gray-fill paste-blend",
+                        "maskgit cosine T=8 lab-conf gray-fill paste-blend"]
+    assert "maskgit cosine T=8 raw" in labels and "maskgit cosine T=8 paste-blend" in labels  # raw: no blend label
     assert len({(r.track, r.label) for r in benchmark.plan_rows("headline")}) == len(benchmark.plan_rows("headline"))
 
 
@@ -99,11 +101,12 @@ def test_profiles_are_exclusive(capsys):
 
 
 def test_shared_decoding_equals_separate_runs(setup):
-    """Sweet-spot and raw rows cut from one decoding equal Inpainter.inpaint with their own settings."""
+    """Sweet-spot, raw and paste rows cut from one decoding equal Inpainter.inpaint with their own settings."""
     inpainter = Inpainter(*tiny_models(), device="cpu")
     data = benchmark.load_tracks(setup["data"], ("freeform",), None)["freeform"]
     rows = [benchmark.Row("freeform", "maskgit", InpaintSettings(steps=4, **kw))
-            for kw in ({}, {"sweet_spot": 2}, {"sweet_spot": 2, "composite": False}, {"composite": False})]
+            for kw in ({}, {"sweet_spot": 2}, {"sweet_spot": 2, "composite": False}, {"composite": False},
+                       {"blend": "paste"}, {"sweet_spot": 2, "blend": "paste"})]
     assert len({r.group() for r in rows}) == 1
     out = benchmark.run_maskgit_group(inpainter, data, rows, batch_size=3, seed=5)
     for row in rows:

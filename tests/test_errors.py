@@ -629,6 +629,7 @@ def test_resuming_from_a_foreign_state_is_refused(tmp_path, ckpts, capsys, comma
     (["benchmark", "--batch-size", "x"], "argument --batch-size: invalid int value: 'x'"),
     (["bench", "--preset", "huge"], "argument --preset: invalid choice: 'huge'"),
     (["inpaint", "--prefill", "blur"], "argument --prefill: invalid choice: 'blur'"),
+    (["inpaint", "--blend", "feather"], "argument --blend: invalid choice: 'feather'"),
     (["bench", "--threads", "many"], "argument --threads: must be an integer >= 1, got 'many'"),
     (["frobnicate"], "argument COMMAND: invalid choice: 'frobnicate'"),
 ])

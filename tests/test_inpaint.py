@@ -10,6 +10,7 @@ from PIL import Image
 from maskgit_lib.config import TransformerConfig, VQGANConfig
 from maskgit_lib.data import to_uint8
 from maskgit_lib.errors import CheckpointError, ConfigError, DataError
+from maskgit_lib.blend import poisson_blend
 from maskgit_lib.inpaint import (Inpainter, InpaintSettings, batch_seed, check_output_dir, composite,
                                  generate_folder, outpaint_folder)
 from maskgit_lib.transformer import MaskGITTransformer, save_transformer
@@ -55,7 +56,10 @@ def test_composite_keeps_known_pixels_byte_identical(inpainter):
     assert not torch.equal(to_uint8(result.images)[~known], to_uint8(images)[~known])  # the hole was filled
     assert result.images.dtype == torch.float32 and result.images.shape == images.shape
     assert result.is_masked0.shape == (3, 256) and result.trace is None
-    assert torch.equal(composite(result.raw, images, pixel_missing), result.images)
+    assert torch.equal(poisson_blend(result.raw, images, pixel_missing), result.images)  # the default blend
+    pasted = inpainter.inpaint(images, pixel_missing, InpaintSettings(steps=4, blend="paste"))
+    assert torch.equal(pasted.raw, result.raw) and torch.equal(composite(result.raw, images, pixel_missing),
+                                                                pasted.images)
 
 
 def test_no_composite_returns_the_raw_decoding(inpainter):

@@ -2,7 +2,8 @@
 # Train the shipped checkpoints on one lent GPU in a single time-boxed run.
 # Usage (repo root, data/twemoji64 prepared):  tools/gpu_train.sh smoke|full|holes|sweep OUT_DIR
 # smoke: a few steps of each stage (checks the environment); full: ~8.5 minutes
-#   (HOLE_FRACTION=0.5 trains the transformer with hole examples from the start).
+#   (HOLE_FRACTION=0.5 trains the transformer with hole examples from the start, VIEWS=id,flip,small,... on more
+#   views of each image; the shipped transformer's two-stage recipe is in checkpoints/README.md).
 # holes: fine-tune the shipped transformer with hole examples (maskgit_lib.hole_examples)
 #        for HOLES_MINUTES (default 1.5) minutes; DEVICE=cpu HOLES_STEPS=2 tries it on a CPU.
 # sweep: train the transformer variants of SWEEP (below) from scratch on the shipped VQGAN, all at once on one
@@ -70,6 +71,7 @@ $PY -m maskgit_lib.cli eval-vqgan --checkpoint runs/gpu_vqgan/final.safetensors 
 echo "vqgan done after $(( $(date +%s) - start )) s"
 $PY -m maskgit_lib.cli train-transformer --preset cpu --device cuda --bf16 --batch-size 256 --lr 5e-4 \
   --warmup-steps 500 --vqgan-checkpoint runs/gpu_vqgan/final.safetensors --hole-fraction "${HOLE_FRACTION:-0}" \
+  --views "${VIEWS:-id,flip}" \
   --no-progress --no-resume --out runs/gpu_transformer "${tf[@]}" 2>&1 | tee "$out/transformer.log"
 $PY -m maskgit_lib.cli eval-transformer --checkpoint runs/gpu_transformer/final.safetensors \
   --vqgan-checkpoint runs/gpu_vqgan/final.safetensors --device cuda 2>&1 | tee -a "$out/transformer.log" || true

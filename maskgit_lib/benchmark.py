@@ -451,9 +451,11 @@ def markdown_report(report: dict) -> str:
     lines += ["", "## Notes", "", f"- FID: {meta['fid_protocol']}", f"- Determinism: {NOTE_DETERMINISM}",
               "- PSNR and L1 are over the missing pixels only (per image, then averaged; L1 on the 0..1 scale).",
               "- s/img: inpainting wall time per image, FID excluded, measured when the row was computed (a cached "
-              "row keeps its time). Rows sharing a decoding (sweet spot, raw) count the whole T-step decoding. "
+              "row keeps its time). Rows sharing a decoding (sweet spot, raw, paste) count the whole T-step decoding. "
               "The CPU is shared with other jobs, so times are noisy.",
               "- T = 1 is one row: with a single step the schedule is never used, so all schedules coincide.",
+              "- Compositing: MaskGIT rows Poisson-blend the decoded holes into the known pixels (the default, "
+              "maskgit_lib.blend); `paste-blend` rows paste them as the lab does; `raw` rows are the decoding itself.",
               "- VQGAN ceiling: encode + decode of the full ground truth (the best these tokens allow); composited = "
               "pasted into the holes only."]
     return "\n".join(lines) + "\n"
@@ -525,8 +527,9 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"a few rows on the first {QUICK_LIMIT} images, free-form track only "
                              "(writes benchmark_quick.* so a full run is not overwritten)")
     parser.add_argument("--headline", action="store_true",
-                        help="the README's rows (cosine T=8, official/lab confidence x harmonic fill + Poisson or paste, the lab's gray fill + paste) "
-                             "and the references on the whole test set (writes benchmark_headline.*)")
+                        help="the README's rows (cosine T=8, official/lab confidence x harmonic fill + Poisson or "
+                             "paste, the lab's gray fill + paste) and the references on the whole test set "
+                             "(writes benchmark_headline.*)")
     parser.add_argument("--complete", action="store_true",
                         help="every row (lab schedules x T in 1,4,8,12,16, all other schedules, all sweet spots): "
                              "hours on a CPU, minutes on a GPU")

@@ -144,8 +144,8 @@ def plan_rows(profile: str = "full", tracks: tuple[str, ...] = TRACKS, seed: int
                      mg(t, confidence="lab", blend="paste"), mg(t, prefill="gray", blend="paste"),
                      mg(t, steps=1), mg(t, steps=12, sweet_spot=8), mg(t, composite=False)]
         elif profile == "headline":
-            rows += [mg(t, confidence=c, prefill=p, blend=b) for p, b in (("harmonic", "poisson"), ("harmonic", "paste"),
-                                                                         ("gray", "paste")) for c in ("official", "lab")]
+            fills = (("harmonic", "poisson"), ("harmonic", "paste"), ("gray", "paste"))
+            rows += [mg(t, confidence=c, prefill=p, blend=b) for p, b in fills for c in ("official", "lab")]
         else:
             grid = FULL_GRID if profile == "full" else {s: (1, 4, 8, 12, 16) for s in LAB_SCHEDULES}
             others = FULL_OTHER_SCHEDULES if profile == "full" else [s for s in SCHEDULES if s not in LAB_SCHEDULES]
@@ -322,6 +322,7 @@ def run_maskgit_group(inpainter: Inpainter, data: TrackData, rows: list[Row], ba
         VQGAN decode; each output equals ``inpainter.inpaint`` with the row's settings.
     """
     base = rows[0].group()[2]
+
     def finish(row: Row) -> tuple[int, str]:  # (stop step, "raw" or the blend)
         return row.settings.stop_step, row.settings.blend if row.settings.composite else "raw"
 

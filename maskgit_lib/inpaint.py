@@ -11,7 +11,8 @@ One sampler serves all three tasks (DESIGN.md sections 2-3)::
 Generation hides every token; outpainting hides everything outside a centred box
 (:func:`maskgit_lib.data_prep.border_mask`). Compositing (:mod:`maskgit_lib.blend`)
 is done on 8-bit values, so every known pixel of a composited output is
-byte-identical to the input after ``to_uint8``. Images with no missing pixel are copied through, never decoded.
+byte-identical to the input after ``to_uint8``. Images with no missing pixel
+are copied through, never decoded.
 
 Determinism: :meth:`Inpainter.inpaint` with the same models, device, inputs
 (same order and batch size), settings and seed returns bitwise identical

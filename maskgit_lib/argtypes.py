@@ -38,3 +38,14 @@ def seed_int(text: str) -> int:
     if not 0 <= value < 2**63:
         raise argparse.ArgumentTypeError(f"must be an integer in 0..2**63-1, got {text!r}")
     return value
+
+
+def dropout_rate(text: str) -> float:
+    """An argparse type: a dropout rate in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a dropout rate in [0, 1), got {text!r}")
+    return value

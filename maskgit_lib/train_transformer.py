@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from . import paths
-from .argtypes import positive_int, seed_int
+from .argtypes import dropout_rate, positive_int, seed_int
 from .config import TransformerConfig, config_to_dict
 from .errors import CheckpointError, ConfigError
 from .hole_examples import HoleExamples, hole_examples_key, make_hole_examples, mix_hole_examples
@@ -258,16 +258,6 @@ def _views_arg(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
-def _dropout_arg(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a dropout rate in [0, 1), got {text!r}")
-    return value
-
-
 def add_train_transformer_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of ``maskgit train-transformer``."""
     add_train_arguments(parser, paths.project_root() / "runs" / "transformer")
@@ -287,7 +277,7 @@ def add_train_transformer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--views", type=_views_arg, default=None, metavar="V1,V2,...",
                         help="views of each training image to tokenize (maskgit_lib.views; default id,flip; "
                              "e.g. id,flip,small,small+flip,large,large+flip)")
-    parser.add_argument("--dropout", type=_dropout_arg, default=None,
+    parser.add_argument("--dropout", type=dropout_rate, default=None,
                         help="transformer dropout (default: the preset's, 0.1; attention dropout keeps the preset's)")
     parser.add_argument("--attention", choices=["sdpa", "scratch"], default=None,
                         help="attention implementation (default: the preset's, sdpa)")

@@ -16,17 +16,20 @@ or SIGKILL leaves either the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from . import __version__
-from .errors import CheckpointError
+from .errors import CheckpointError, WriteError
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
@@ -40,12 +43,18 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         The destination path.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise write_failure(path, exc) from exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        write(tmp_path)
+        try:
+            write(tmp_path)
+        except OSError as exc:
+            raise write_failure(path, exc) from exc
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp creates 0600; give the usual mode
@@ -61,6 +70,25 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         if tmp_path.exists():
             tmp_path.unlink()
     return path
+
+
+def write_failure(path: Path, exc: BaseException) -> WriteError:
+    """One sentence for a failed write: which file, why (read-only, full disk...), what survived."""
+    code = getattr(exc, "errno", None)
+    try:
+        free: int | None = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    if code in (errno.ENOSPC, errno.EDQUOT) or (code == errno.EIO and free is not None and free < 1 << 20):
+        why = f"the disk is full ({'free space unknown' if free is None else f'{free / 1e6:.2f} MB free'})"
+    elif code == errno.EROFS:
+        why = "the file system is read-only"
+    elif code in (errno.EACCES, errno.EPERM):
+        why = "permission denied"
+    else:
+        why = getattr(exc, "strerror", None) or str(exc)
+    return WriteError(f"cannot write {path}: {why}; any earlier version of the file is unchanged and no "
+                      "partial file was left. Free space or choose a writable folder, then run again.")
 
 
 def save_weights(
@@ -101,6 +129,57 @@ def _require_file(path: Path, what: str) -> None:
         raise CheckpointError(f"{what} {path} is empty (0 bytes); it was probably not written completely")
 
 
+_JSON_TYPES = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean",
+               type(None): "null"}
+
+
+def _json_object(path: Path, text: str, field: str, what: str, *, finite: bool) -> dict[str, Any]:
+    """Parse the metadata field ``field`` of ``path``, which must hold a JSON object.
+
+    Args:
+        path: the checkpoint, for the message.
+        text: the stored JSON text.
+        field: ``"config"`` or ``"metrics"``.
+        what: what the object is, for the message.
+        finite: refuse ``NaN``/``Infinity`` (which ``json`` accepts by default).
+
+    Raises:
+        CheckpointError: invalid JSON (also nested too deeply), a non-finite
+            constant where ``finite``, or a JSON value other than an object.
+    """
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"{constant} is not a finite number")
+
+    try:
+        value = json.loads(text, parse_constant=refuse if finite else None)
+    except (ValueError, RecursionError) as exc:  # json.JSONDecodeError is a ValueError
+        raise CheckpointError(
+            f"{path} has a corrupt metadata field: {field} is not valid JSON ({exc}); expected a JSON "
+            f"object ({what})"
+        ) from exc
+    if not isinstance(value, dict):
+        raise CheckpointError(
+            f"{path} has a bad metadata field: {field} must be a JSON object ({what}), got "
+            f"{_JSON_TYPES.get(type(value), type(value).__name__)}"
+        )
+    return value
+
+
+def _require_finite(path: Path, name: str, tensor: torch.Tensor) -> None:
+    """Refuse a floating tensor holding NaN or inf (one reduction per tensor)."""
+    if not tensor.is_floating_point():
+        return
+    if tensor.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        tensor = tensor.float()  # float8 and other exotic types: isfinite may lack a kernel
+    finite = torch.isfinite(tensor)
+    if not bool(finite.all()):
+        bad = int(finite.numel() - finite.sum())
+        raise CheckpointError(
+            f"{path} holds non-finite values (NaN/inf) in tensor {name!r} ({bad} of {finite.numel()} "
+            "values); the training run diverged or the file is corrupt; use an earlier checkpoint or retrain"
+        )
+
+
 def read_weights(
     path: str | os.PathLike, *, expected_type: str | None = None
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -115,8 +194,10 @@ def read_weights(
         (dict), ``library_version`` (str) and ``metrics`` (dict).
 
     Raises:
-        CheckpointError: missing, empty, truncated/corrupt, pickle-based, or of
-            another model type.
+        CheckpointError: missing, empty, truncated/corrupt, pickle-based, of
+            another model type, metadata ``config``/``metrics`` that are not
+            JSON objects (or a config holding NaN/Infinity), or a floating
+            tensor holding NaN/inf.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file, safe_open
@@ -147,9 +228,11 @@ def read_weights(
         )
     meta = {
         "model_type": raw_meta["model_type"],
-        "config": json.loads(raw_meta["config"]),
+        "config": _json_object(path, raw_meta["config"], "config",
+                               "the model config written by save_weights", finite=True),
         "library_version": raw_meta.get("library_version", "unknown"),
-        "metrics": json.loads(raw_meta.get("metrics", "{}")),
+        "metrics": _json_object(path, raw_meta.get("metrics", "{}"), "metrics",
+                                "the metrics written by save_weights, name -> number", finite=False),
     }
     if expected_type is not None and meta["model_type"] != expected_type:
         raise CheckpointError(
@@ -157,22 +240,54 @@ def read_weights(
             "checkpoint was expected (did you swap --vqgan-checkpoint and "
             "--transformer-checkpoint?)"
         )
+    for name, tensor in tensors.items():
+        _require_finite(path, name, tensor)
     return tensors, meta
 
 
-def load_state_dict_checked(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], path: Any) -> None:
-    """Load ``state_dict`` strictly, turning key/shape mismatches into one clear error.
+def check_tensor_count(path: Any, state_dict: dict[str, torch.Tensor], needed: int, what: str) -> None:
+    """Refuse a config that needs more tensors than the file holds, before building anything.
+
+    A cheap guard against metadata that would make even building the model on the
+    meta device slow (e.g. ``depth`` = 10**9): ``needed`` is a lower bound of the
+    number of tensors the config's model has, computed from the config alone.
+
+    Args:
+        path: the checkpoint, for the message.
+        state_dict: the tensors read from it.
+        needed: at least this many tensors are in a model of the config.
+        what: the config fields that set ``needed``, e.g. ``"depth=1000000"``.
+
+    Raises:
+        CheckpointError: if ``needed > len(state_dict)``.
+    """
+    if needed > len(state_dict):
+        raise CheckpointError(
+            f"checkpoint {path} does not fit this model's config ({what} needs at least {needed} tensors, "
+            f"the file holds {len(state_dict)}); it was trained with another config or its metadata is wrong"
+        )
+
+
+def check_state_dict_fits(
+    expected: dict[str, torch.Tensor], state_dict: dict[str, torch.Tensor], path: Any
+) -> None:
+    """Compare tensor names and shapes only (no values), e.g. against a model built on the meta device.
+
+    Args:
+        expected: the model's ``state_dict()``; only names and ``.shape`` are read,
+            so meta tensors (no memory) are fine.
+        state_dict: the tensors read from the checkpoint.
+        path: the checkpoint, for the message.
 
     Raises:
         CheckpointError: naming missing keys, unexpected keys and shape mismatches.
     """
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
     shapes = [
-        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(state_dict))
-        if own[k].shape != state_dict[k].shape
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in sorted(set(expected) & set(state_dict))
+        if expected[k].shape != state_dict[k].shape
     ]
     if missing or unexpected or shapes:
         parts = []
@@ -186,6 +301,67 @@ def load_state_dict_checked(model: torch.nn.Module, state_dict: dict[str, torch.
             f"checkpoint {path} does not fit this model's config ({'; '.join(parts)}); "
             "it was trained with another config or is another model"
         )
+
+
+class _ShapesOnly(TorchFunctionMode):
+    """Used inside ``torch.device("meta")``: random fills of meta tensors are skipped.
+
+    A skeleton built on the meta device only needs shapes; torch's meta kernels
+    for ``normal_`` and ``randn`` are Python decompositions whose first use
+    imports sympy (about 3 s), so they are replaced by no-ops / ``torch.empty``.
+    """
+
+    _FILLS = (torch.Tensor.normal_, torch.nn.init.normal_)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func in self._FILLS:
+            target = args[0] if args else kwargs.get("tensor")  # nn.init.normal_ passes tensor=...
+            if isinstance(target, torch.Tensor) and target.is_meta:
+                return target
+        if func is torch.randn:
+            kwargs.pop("generator", None)
+            return torch.empty(*args, **kwargs)  # on the meta device (the outer torch.device mode)
+        return func(*args, **kwargs)
+
+
+def build_checked(build: Callable[[], torch.nn.Module], state_dict: dict[str, torch.Tensor],
+                  path: Any) -> torch.nn.Module:
+    """Build a model and load ``state_dict`` into it, checking the shapes before any memory is used.
+
+    ``build()`` runs first on the meta device (shapes, no storage), so a config
+    that does not match the stored tensors (say ``dim`` = 2**20 over a small
+    file) is refused without allocating; only then is the real model built, so
+    its size is bounded by the file's.
+
+    Args:
+        build: makes the model from its config (called twice: meta, then CPU).
+        state_dict: the tensors read from the checkpoint.
+        path: the checkpoint, for the message.
+
+    Returns:
+        The model on the CPU holding ``state_dict``'s values (cast to its dtypes).
+
+    Raises:
+        CheckpointError: names missing keys, unexpected keys and shape mismatches.
+        Whatever ``build`` raises for a config it cannot build.
+    """
+    with torch.device("meta"), _ShapesOnly():
+        skeleton = build()
+    check_state_dict_fits(skeleton.state_dict(), state_dict, path)
+    del skeleton
+    model = build()
+    model.load_state_dict(state_dict, strict=True)
+    return model
+
+
+def load_state_dict_checked(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], path: Any) -> None:
+    """Load ``state_dict`` strictly, turning key/shape mismatches into one clear error.
+
+    Raises:
+        CheckpointError: naming missing keys, unexpected keys and shape mismatches.
+    """
+    check_state_dict_fits(model.state_dict(), state_dict, path)
     model.load_state_dict(state_dict, strict=True)
 
 
@@ -196,7 +372,13 @@ def save_training_state(path: str | os.PathLike, state: dict[str, Any]) -> Path:
         path: destination ``*.pt`` file.
         state: model/optimizer state dicts, step counters, RNG states, config dicts.
     """
-    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+    def write(tmp: Path) -> None:
+        try:
+            torch.save(state, tmp)
+        except RuntimeError as exc:  # torch's C++ writer hides the OS error ("iostream error", "unexpected pos")
+            raise OSError(errno.EIO, f"torch.save failed ({exc})") from exc
+
+    return atomic_write(path, write)
 
 
 def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
@@ -228,4 +410,5 @@ def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
         ) from exc
     except Exception as exc:  # any other failure of the unpickler: truncated or not a torch file
         raise CheckpointError(f"{path} is not a readable training state (truncated or corrupt?): "
-                              f"{type(exc).__name__}: {exc}") from exc
+                              f"{type(exc).__name__}: {exc}; pass --no-resume to start over, or --out "
+                              "another folder") from exc

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import unicodedata
 import warnings
 from pathlib import Path
 
@@ -27,6 +28,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import paths
+from .checkpoint import atomic_write
 from .errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -165,9 +167,9 @@ def save_image(image: torch.Tensor, path: str | os.PathLike) -> Path:
     if image.dim() != 3 or image.shape[0] != 3:
         raise ValueError(f"save_image expects one image of shape (3, H, W), got {tuple(image.shape)}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(to_uint8(image.cpu()).permute(1, 2, 0).numpy(), "RGB").save(path)
-    return path
+    pil = Image.fromarray(to_uint8(image.cpu()).permute(1, 2, 0).numpy(), "RGB")
+    fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    return atomic_write(path, lambda tmp: pil.save(tmp, format=fmt))  # a full disk leaves no truncated file
 
 
 def _resize_mask(known: np.ndarray, size: int) -> np.ndarray:
@@ -211,10 +213,10 @@ def _mask_tensor(im: Image.Image, path: Path, size: int | None, threshold: bool)
             raise DataError(f"Mask {path} is not binary (values {shown}); expected only 0 (missing) and "
                             "255 (known). Pass threshold=True (CLI: --threshold) to treat values < 128 as missing.")
         known = gray == 255
+    fraction = 1.0 - float(known.mean()) if known.size else 0.0  # at the mask's own resolution, before resizing
     if size is not None:
         known = _resize_mask(known, size)
     pixel_missing = torch.from_numpy(~known)  # (H, W) bool
-    fraction = float(pixel_missing.float().mean())
     if fraction > INVERTED_WARNING_FRACTION:
         logger.warning("Mask %s marks %.0f%% of pixels missing (value 0); the convention is 0 = missing, "
                        "255 = known, so this mask may be inverted.", path, 100 * fraction)
@@ -268,19 +270,58 @@ class ImageFolder(torch.utils.data.Dataset):
         return image
 
 
-_INDEXED = re.compile(r"^(?:image|mask)_(\d+)$")
+_LAB_NAME = re.compile(r"^(?:image|mask)_(.+)$", re.DOTALL)
 
 
-def _pair_key(stem: str) -> str:
-    m = _INDEXED.match(stem)
-    return f"#{int(m.group(1))}" if m else stem
+def _pair_key(stem: str) -> tuple[str, object]:
+    """Pairing key of a file stem: ``image_X`` and ``mask_X`` share one (a number ``X`` by its value).
+
+    Other stems pair as they are. Stems are compared in Unicode NFC form, so names typed on different systems
+    (e.g. an accent or emoji stored composed or decomposed) still pair.
+    """
+    stem = unicodedata.normalize("NFC", stem)
+    m = _LAB_NAME.match(stem)
+    if m is None:
+        return ("stem", stem)
+    rest = m.group(1)
+    return ("lab", int(rest)) if rest.isdecimal() else ("lab", rest)
+
+
+def _expected_mask_name(image: Path) -> str:
+    """The mask name an image pairs with by default: ``image_X.*`` -> ``mask_X.png``, else ``<stem>.png``."""
+    stem = image.stem
+    return ("mask_" + stem[len("image_"):] if stem.startswith("image_") else stem) + ".png"
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _group(files: list[Path]) -> dict[tuple[str, object], list[Path]]:
+    groups: dict[tuple[str, object], list[Path]] = {}
+    for f in files:
+        groups.setdefault(_pair_key(f.stem), []).append(f)
+    return groups
+
+
+def _competing(files: list[Path]) -> str:
+    """``a.png and b.png would both`` / ``a.png, b.png and c.png would all``."""
+    names = [f.name for f in files]
+    return f"{', '.join(names[:-1])} and {names[-1]} in {files[0].parent} would {'both' if len(names) == 2 else 'all'}"
 
 
 class InpaintFolder(torch.utils.data.Dataset):
     """Pairs of masked image and hole mask, in the lab's test layout.
 
-    ``image_NNN.*`` pairs with ``mask_NNN.*`` (same number); other files pair by
-    identical stem. Size policy: image and mask must have the same size; inputs
+    ``image_X.*`` pairs with ``mask_X.*`` (``X`` any text, e.g. ``image_007 cat.png``
+    with ``mask_007 cat.png``; a number matches by value, so ``image_7`` pairs with
+    ``mask_007``); other files pair by identical stem. Two images (or two masks)
+    that would share one partner (``image_000.png`` and ``image_000.jpg``, or
+    ``image_000.png`` and ``image_0.png``) are refused, as is one folder given
+    for both. Size policy: image and mask must have the same size; inputs
     that are not ``size`` x ``size`` are centre-cropped and resized (image with
     Lanczos, mask so that a pixel is known only if all pixels under it were).
 
@@ -296,7 +337,8 @@ class InpaintFolder(torch.utils.data.Dataset):
         (3, size, size) in [-1, 1], pixel_missing bool (size, size), True = missing.
 
     Raises:
-        DataError: an image with no mask partner, or a mask whose size differs.
+        DataError: the same folder for images and masks, an image with no mask
+            partner, two files competing for one partner, or a mask whose size differs.
     """
 
     def __init__(self, images_dir: str | os.PathLike, masks_dir: str | os.PathLike, size: int = 64,
@@ -304,17 +346,30 @@ class InpaintFolder(torch.utils.data.Dataset):
         self.images_dir, self.masks_dir = Path(images_dir), Path(masks_dir)
         self.size, self.threshold = size, threshold
         self.gt_dir = Path(gt_dir) if gt_dir is not None else None
-        masks = {_pair_key(p.stem): p for p in list_images(self.masks_dir)}
+        mask_files = list_images(self.masks_dir)
+        image_files = list_images(self.images_dir)
+        if _same_folder(self.images_dir, self.masks_dir):
+            raise DataError(f"--images and --masks are the same folder {self.images_dir}; masks must be in their "
+                            "own folder (e.g. masked_image/ and mask64/).")
+        masks = _group(mask_files)
         self.pairs: list[tuple[Path, Path]] = []
-        for image in list_images(self.images_dir):
-            mask = masks.pop(_pair_key(image.stem), None)
-            if mask is None:
+        for key, images in _group(image_files).items():
+            candidates = masks.pop(key, [])
+            if len(images) > 1:
+                partner = candidates[0].name if candidates else _expected_mask_name(images[0])
+                raise DataError(f"{_competing(images)} pair with the mask {partner}; keep one (or rename it).")
+            image = images[0]
+            if not candidates:
                 raise DataError(f"Image {image} has no mask in {self.masks_dir}; expected a mask named "
-                                f"{image.stem.replace('image_', 'mask_', 1)}.png (0 = missing, 255 = known).")
-            self.pairs.append((image, mask))
+                                f"{_expected_mask_name(image)} (0 = missing, 255 = known).")
+            if len(candidates) > 1:
+                raise DataError(f"{_competing(candidates)} pair with the image {image.name}; keep one "
+                                "(or rename it).")
+            self.pairs.append((image, candidates[0]))
         if masks:
-            logger.warning("%d mask(s) in %s have no image, e.g. %s", len(masks), self.masks_dir,
-                           next(iter(masks.values())).name)
+            unpaired = [m for group in masks.values() for m in group]
+            logger.warning("%d mask(s) in %s have no image, e.g. %s", len(unpaired), self.masks_dir,
+                           unpaired[0].name)
 
     def __len__(self) -> int:
         return len(self.pairs)

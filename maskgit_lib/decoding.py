@@ -136,6 +136,23 @@ class DecodeTrace:
         return self.predicted[self._index(step)]
 
 
+def check_steps_fit(steps: int, num_tokens: int) -> None:
+    """Refuse more decoding steps than tokens: with L tokens at most L steps can each unmask one.
+
+    :func:`iterative_decode` itself runs any T (the extra steps unmask nothing);
+    callers that know the model's token count (the :class:`~maskgit_lib.inpaint.Inpainter`)
+    call this so that ``--steps 10000`` is refused instead of running 10000 forward passes.
+
+    Raises:
+        ConfigError: ``steps > num_tokens``, naming the bound.
+    """
+    if isinstance(steps, int) and steps > num_tokens:
+        side = math.isqrt(num_tokens)
+        grid = f" of a {side}x{side} grid" if side * side == num_tokens else ""
+        raise ConfigError(f"--steps {steps} exceeds the {num_tokens} tokens{grid}; each step must unmask at least "
+                          f"one token: use --steps <= {num_tokens}")
+
+
 def _check_inputs(tokens: torch.Tensor, is_masked: torch.Tensor, steps: int, start_step: int,
                   choice_temperature: float, sampling_temperature: float, confidence: str) -> None:
     if tokens.dim() != 2:

@@ -22,8 +22,8 @@ import torch
 from . import paths
 from .argtypes import int_at_least, seed_int
 from .errors import MaskgitError
-from .inpaint import (Inpainter, InpaintSettings, schedule_arg, check_output_dir,
-                      missing_checkpoint_hint)
+from .inpaint import Inpainter, InpaintSettings, add_overwrite_argument, missing_checkpoint_hint, schedule_arg
+from .outputs import prepare_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
                         help="only the first N test images (quick runs; FID then uses the same N ground truths)")
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default: results/demo; the gallery goes to <out>_gallery.png)")
+    add_overwrite_argument(parser)
     parser.add_argument("--data", type=Path, default=None, help="dataset folder (default: data/twemoji64)")
     parser.add_argument("--batch-size", type=int_at_least(1), default=64, help="default 64")
     parser.add_argument("--seed", type=seed_int, default=0, help="default 0")
@@ -120,16 +121,16 @@ def run_demo(args: argparse.Namespace) -> int:
 
     test = test_set(data_dir)
     out = Path(args.out) if args.out is not None else paths.results_dir() / "demo"
-    check_output_dir(out, test.images_dir, test.masks_dir)
+    out = prepare_output_dir(out, test.images_dir, test.masks_dir, command="inpaint", overwrite=args.overwrite)
     all_names = [image.stem for image, _ in test.pairs]
     names = all_names[:args.limit] if args.limit else all_names
     for stale in set(all_names) - set(names):  # outputs of an earlier, larger run would skew the FID
-        (out.expanduser().resolve() / f"{stale}.png").unlink(missing_ok=True)
+        (out / f"{stale}.png").unlink(missing_ok=True)
 
     settings = InpaintSettings(steps=args.steps, schedule=args.schedule, seed=args.seed)
     inpainter = Inpainter.from_checkpoints(device=args.device, bf16=args.bf16)
     summary = inpainter.inpaint_folder(test.images_dir, test.masks_dir, out, settings, args.batch_size,
-                                       limit=args.limit)
+                                       limit=args.limit, overwrite=args.overwrite)
     out = Path(summary["out_dir"])
 
     fid_text = "skipped (--no-fid)"

@@ -21,3 +21,7 @@ class ConfigError(MaskgitError, ValueError):
 
 class CheckpointError(MaskgitError, RuntimeError):
     """A checkpoint that is missing, corrupt, unsafe, or for another model/config."""
+
+
+class WriteError(MaskgitError, OSError):
+    """A file the library could not write (read-only folder, full disk, no permission); nothing half-written."""

@@ -42,9 +42,10 @@ from . import paths
 from .argtypes import int_at_least, seed_int
 from .blend import composite, get_blend  # noqa: F401  (composite: re-exported, its old home)
 from .data import from_uint8, to_uint8
-from .decoding import DecodeTrace, iterative_decode
+from .decoding import DecodeTrace, check_steps_fit, iterative_decode
 from .errors import CheckpointError, ConfigError, DataError
 from .masking import get_schedule, pixel_to_token_mask
+from .outputs import claim_output_dir, exclusive_lock, prepare_output_dir, save_png
 from .prefill import get_prefill
 from .training import derive_seed
 from .transformer import MaskGITTransformer, load_transformer
@@ -252,6 +253,7 @@ class Inpainter:
 
     def _decode_trace(self, tokens: torch.Tensor, is_masked: torch.Tensor, settings: InpaintSettings,
                       generator: torch.Generator) -> DecodeTrace:
+        check_steps_fit(settings.steps, tokens.shape[1])  # ConfigError: more steps than tokens
         return iterative_decode(
             self.tokens_to_logits, tokens, is_masked, steps=settings.steps, schedule=settings.schedule,
             choice_temperature=settings.choice_temperature, sampling_temperature=settings.sampling_temperature,
@@ -365,7 +367,7 @@ class Inpainter:
     def inpaint_folder(self, images_dir: str | os.PathLike, masks_dir: str | os.PathLike,
                        out_dir: str | os.PathLike, settings: InpaintSettings | None = None, batch_size: int = 64,
                        save_trace: bool = False, threshold: bool = False, limit: int | None = None,
-                       progress: bool = True) -> dict:
+                       progress: bool = True, overwrite: bool = False) -> dict:
         """Inpaint a lab-layout folder (``image_NNN.png`` + ``mask_NNN.png``) into ``out_dir``.
 
         Every pair is loaded and checked before any sampling (a missing mask, a
@@ -378,11 +380,14 @@ class Inpainter:
 
         Args:
             images_dir: masked images. masks_dir: masks (0 = missing, 255 = known).
-            out_dir: created if needed; must not be, or contain, an input folder.
+            out_dir: created if needed; must not be, or contain, an input folder, lie in
+                a dataset, or hold files not written by an earlier ``inpaint`` (see
+                :func:`maskgit_lib.outputs.prepare_output_dir`); locked while writing.
             settings: sampler settings. batch_size: images per batch (seeded by
                 :func:`batch_seed`). save_trace: write the per-step files.
             threshold: accept non-binary masks (values < 128 = missing).
             limit: only the first ``limit`` pairs. progress: show a tqdm bar.
+            overwrite: write into a non-empty folder that another program filled.
 
         Returns:
             Summary dict: images, inpainted, copied (names with an empty mask),
@@ -392,13 +397,20 @@ class Inpainter:
         settings = settings or InpaintSettings()
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-        out = check_output_dir(out_dir, images_dir, masks_dir)
+        check_steps_fit(settings.steps, self.transformer.cfg.num_tokens)  # before any folder is made
+        out = prepare_output_dir(out_dir, images_dir, masks_dir, command="inpaint", overwrite=overwrite)
         names, images_u8, pixel_missing = load_pairs(images_dir, masks_dir, threshold, limit, self.image_size)
+        with exclusive_lock(claim_output_dir(out, "inpaint"), "inpaint"):
+            return self._inpaint_pairs(names, images_u8, pixel_missing, out, settings, batch_size, save_trace,
+                                       progress)
+
+    def _inpaint_pairs(self, names: list[str], images_u8: torch.Tensor, pixel_missing: torch.Tensor, out: Path,
+                       settings: InpaintSettings, batch_size: int, save_trace: bool, progress: bool) -> dict:
+        """The batch loop of :meth:`inpaint_folder` (``out`` is locked)."""
         copied = [n for n, m in zip(names, pixel_missing) if not bool(m.any())]
         if copied:
             logger.warning("%d image(s) have an empty mask (nothing to inpaint) and are copied through: %s",
                            len(copied), ", ".join(copied[:5]) + (", ..." if len(copied) > 5 else ""))
-        out.mkdir(parents=True, exist_ok=True)
         trace_dir = out / "trace" if save_trace else None
         token_frac = []
         start = time.perf_counter()
@@ -428,8 +440,6 @@ class Inpainter:
     def _save_trace(self, trace_dir: Path, names: list[str], result: InpaintResult, images: torch.Tensor,
                     settings: InpaintSettings) -> None:
         """Write ``<stem>_stepTT.png`` and ``<stem>_latentTT.png`` for every step of ``result.trace``."""
-        from PIL import Image
-
         from .masking import token_to_pixel_mask
 
         trace = result.trace
@@ -445,7 +455,7 @@ class Inpainter:
             _save_images(step_frames, [f"{n}_step{t:02d}" for n in names], trace_dir)
         for t in range(len(hidden)):
             for i, name in enumerate(names):
-                Image.fromarray(latents_u8[t, i], "L").save(trace_dir / f"{name}_latent{t:02d}.png")
+                save_png(latents_u8[t, i], trace_dir / f"{name}_latent{t:02d}.png")
 
 
 def _full_trace(trace: DecodeTrace | None, rows: torch.Tensor, tokens: torch.Tensor, is_masked0: torch.Tensor,
@@ -473,27 +483,6 @@ def settings_from_args(args: argparse.Namespace) -> InpaintSettings:
     """Build :class:`InpaintSettings` from parsed CLI arguments (fields absent from ``args`` keep defaults)."""
     fields = {f.name for f in dataclasses.fields(InpaintSettings)}
     return InpaintSettings(**{k: v for k, v in vars(args).items() if k in fields})
-
-
-def check_output_dir(out_dir: str | os.PathLike, *inputs: str | os.PathLike) -> Path:
-    """Refuse an output folder that equals or contains an input folder (inputs are never overwritten).
-
-    Returns:
-        The resolved output folder (not created here).
-
-    Raises:
-        DataError: ``out_dir`` is a file, equals an input folder, or contains one.
-    """
-    out = Path(out_dir).expanduser().resolve()
-    if out.exists() and not out.is_dir():
-        raise DataError(f"output path {out_dir} is a file; expected a folder (it will be created if missing).")
-    for folder in inputs:
-        resolved = Path(folder).expanduser().resolve()
-        if out == resolved or out in resolved.parents:
-            how = "is" if out == resolved else "contains"
-            raise DataError(f"output folder {out_dir} {how} the input folder {folder}; refusing to write there "
-                            "so that inputs are never overwritten. Choose another --out folder.")
-    return out
 
 
 def load_pairs(images_dir: str | os.PathLike, masks_dir: str | os.PathLike, threshold: bool = False,
@@ -555,14 +544,23 @@ def grid_path_for(out_dir: str | os.PathLike) -> Path:
 
 
 def generate_folder(inpainter: Inpainter, out_dir: str | os.PathLike, n: int = 16,
-                    settings: InpaintSettings | None = None, batch_size: int = 64, progress: bool = True) -> dict:
+                    settings: InpaintSettings | None = None, batch_size: int = 64, progress: bool = True,
+                    overwrite: bool = False) -> dict:
     """Write ``n`` unconditional samples ``sample_NNN.png`` and a grid ``<out_dir>_grid.png``.
 
+    ``out_dir`` follows :func:`maskgit_lib.outputs.prepare_output_dir` (``overwrite``
+    accepts a folder another program filled) and is locked while writing.
     Batch k is seeded with :func:`batch_seed`. Returns a summary dict (images, out_dir, grid, seconds).
     """
     settings = settings or InpaintSettings()
-    out = check_output_dir(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_steps_fit(settings.steps, inpainter.transformer.cfg.num_tokens)
+    out = prepare_output_dir(out_dir, command="generate", overwrite=overwrite)
+    with exclusive_lock(claim_output_dir(out, "generate"), "generate"):
+        return _generate_into(inpainter, out, n, settings, batch_size, progress)
+
+
+def _generate_into(inpainter: Inpainter, out: Path, n: int, settings: InpaintSettings, batch_size: int,
+                   progress: bool) -> dict:
     samples, start = [], time.perf_counter()
     with _progress(n, "generate", progress) as bar:
         for k, lo in enumerate(range(0, n, batch_size)):
@@ -579,19 +577,26 @@ def generate_folder(inpainter: Inpainter, out_dir: str | os.PathLike, n: int = 1
 
 def outpaint_folder(inpainter: Inpainter, images_dir: str | os.PathLike, out_dir: str | os.PathLike,
                     settings: InpaintSettings | None = None, keep: float = 0.5, batch_size: int = 64,
-                    limit: int | None = None, progress: bool = True) -> dict:
+                    limit: int | None = None, progress: bool = True, overwrite: bool = False) -> dict:
     """Outpaint every image of a folder (any size, see :func:`maskgit_lib.data.load_image`).
 
-    Keeps a centred square of side ``round(S * keep)``; outputs ``out_dir/<stem>.png``.
+    Keeps a centred square of side ``round(S * keep)``; outputs ``out_dir/<stem>.png``
+    (checked and locked as in :func:`generate_folder`).
     Batch k is seeded with :func:`batch_seed`. Returns a summary dict.
     """
     from .data import list_images, load_image
 
     settings = settings or InpaintSettings()
-    out = check_output_dir(out_dir, images_dir)
+    check_steps_fit(settings.steps, inpainter.transformer.cfg.num_tokens)
+    out = prepare_output_dir(out_dir, images_dir, command="outpaint", overwrite=overwrite)
     files = list_images(images_dir)[:limit]
     images = torch.stack([load_image(f, inpainter.image_size) for f in files])  # (N, 3, S, S)
-    out.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(claim_output_dir(out, "outpaint"), "outpaint"):
+        return _outpaint_into(inpainter, files, images, out, settings, keep, batch_size, progress)
+
+
+def _outpaint_into(inpainter: Inpainter, files: list[Path], images: torch.Tensor, out: Path,
+                   settings: InpaintSettings, keep: float, batch_size: int, progress: bool) -> dict:
     start = time.perf_counter()
     with _progress(len(files), "outpaint", progress) as bar:
         for k, lo in enumerate(range(0, len(files), batch_size)):
@@ -614,6 +619,8 @@ def _float_at_least_zero(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    if value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
 
 
@@ -668,6 +675,13 @@ def add_sampler_arguments(parser: argparse.ArgumentParser, batch_size: int = 64)
                    help=f"default: {paths.default_transformer_checkpoint()}")
 
 
+def add_overwrite_argument(parser: argparse.ArgumentParser) -> None:
+    """``--overwrite``: write into a non-empty --out folder that this command did not fill."""
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into a non-empty --out folder even if it holds files this command did not "
+                             "write (never into an input or a dataset folder)")
+
+
 def _inpainter(args: argparse.Namespace) -> Inpainter:
     return Inpainter.from_checkpoints(args.vqgan_checkpoint, args.transformer_checkpoint, args.device, args.bf16)
 
@@ -684,7 +698,8 @@ def add_inpaint_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--masks", type=Path, required=True, metavar="DIR",
                         help="masks (mask_NNN.png), 0 = missing, 255 = known")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR",
-                        help="output folder (created; never an input folder)")
+                        help="output folder (created; never an input or dataset folder)")
+    add_overwrite_argument(parser)
     parser.add_argument("--save-trace", action="store_true",
                         help="also write OUT/trace/<name>_stepTT.png and <name>_latentTT.png for every step")
     parser.add_argument("--dilate", type=int_at_least(0), default=0, metavar="N",
@@ -699,9 +714,10 @@ def add_inpaint_arguments(parser: argparse.ArgumentParser) -> None:
 def run_inpaint(args: argparse.Namespace) -> int:
     """Run ``maskgit inpaint``; prints a one-line summary."""
     settings = settings_from_args(args)
-    check_output_dir(args.out, args.images, args.masks)
+    prepare_output_dir(args.out, args.images, args.masks, command="inpaint", overwrite=args.overwrite)
     summary = _inpainter(args).inpaint_folder(args.images, args.masks, args.out, settings, args.batch_size,
-                                              args.save_trace, args.threshold, args.limit)
+                                              args.save_trace, args.threshold, args.limit,
+                                              overwrite=args.overwrite)
     _report("Inpainted", summary, settings)
     if summary["copied"]:
         print(f"{len(summary['copied'])} image(s) had an empty mask and were copied through unchanged")
@@ -712,6 +728,7 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``maskgit generate``."""
     parser.add_argument("--out", type=Path, required=True, metavar="DIR",
                         help="output folder; the grid goes to <DIR>_grid.png")
+    add_overwrite_argument(parser)
     parser.add_argument("--n", type=int_at_least(1), default=16, metavar="N", help="number of samples (default 16)")
     add_sampler_arguments(parser)
 
@@ -719,7 +736,9 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
 def run_generate(args: argparse.Namespace) -> int:
     """Run ``maskgit generate``; prints a one-line summary."""
     settings = settings_from_args(args)
-    summary = generate_folder(_inpainter(args), args.out, args.n, settings, args.batch_size)
+    prepare_output_dir(args.out, command="generate", overwrite=args.overwrite)
+    summary = generate_folder(_inpainter(args), args.out, args.n, settings, args.batch_size,
+                              overwrite=args.overwrite)
     _report("Generated", summary, settings)
     print(f"grid: {summary['grid']}")
     return 0
@@ -730,6 +749,7 @@ def add_outpaint_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", type=Path, required=True, metavar="DIR", help="folder of images (any size)")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR",
                         help="output folder (created; never the input folder)")
+    add_overwrite_argument(parser)
     parser.add_argument("--keep", type=_fraction, default=0.5, metavar="F",
                         help="side of the kept centred square, as a fraction of the image (default 0.5)")
     parser.add_argument("--limit", type=int_at_least(1), default=None, metavar="N", help="only the first N images")
@@ -739,8 +759,8 @@ def add_outpaint_arguments(parser: argparse.ArgumentParser) -> None:
 def run_outpaint(args: argparse.Namespace) -> int:
     """Run ``maskgit outpaint``; prints a one-line summary."""
     settings = settings_from_args(args)
-    check_output_dir(args.out, args.images)
+    prepare_output_dir(args.out, args.images, command="outpaint", overwrite=args.overwrite)
     summary = outpaint_folder(_inpainter(args), args.images, args.out, settings, args.keep, args.batch_size,
-                              args.limit)
+                              args.limit, overwrite=args.overwrite)
     _report("Outpainted", summary, settings)
     return 0

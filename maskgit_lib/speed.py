@@ -30,7 +30,6 @@ thread, and small-op workloads such as the VQGAN slow down many times over).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import logging
@@ -48,6 +47,7 @@ import torch
 
 from . import paths
 from .argtypes import positive_int
+from .runtime import cpu_info, physical_cores
 
 log = logging.getLogger(__name__)
 
@@ -114,30 +114,6 @@ class BenchOptions:
 # ----------------------------------------------------------------------------- machine
 
 
-def _cpuinfo() -> dict[str, str]:
-    info: dict[str, str] = {}
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            info.setdefault(key.strip(), value.strip())
-    return info
-
-
-def physical_cores() -> int:
-    """Physical cores available to this process (``/proc/cpuinfo`` core ids; else ``os.cpu_count()``)."""
-    cores, current = set(), {}
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines() + [""]:
-            key, _, value = line.partition(":")
-            if not key.strip():
-                if "processor" in current:
-                    cores.add((current.get("physical id"), current.get("core id", current["processor"])))
-                current = {}
-            else:
-                current[key.strip()] = value.strip()
-    return len(cores) or (os.cpu_count() or 1)
-
-
 def native_bf16(device: torch.device) -> bool:
     """Does the hardware run bf16 matmuls natively (CUDA bf16, or oneDNN's AVX512-BF16/AMX)?"""
     if device.type == "cuda":
@@ -158,7 +134,7 @@ def load_average() -> list[float] | None:
 
 def machine_info(device: torch.device) -> dict[str, Any]:
     """CPU model and flags, thread counts, torch build, accelerator, load average."""
-    cpu = _cpuinfo()
+    cpu = cpu_info()
     flags = set(cpu.get("flags", "").split())
     info = {
         "cpu_model": cpu.get("model name") or platform.processor() or platform.machine(),

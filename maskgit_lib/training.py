@@ -39,10 +39,8 @@ import logging
 import math
 import os
 import random
-import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -53,6 +51,10 @@ from .argtypes import seed_int
 from .checkpoint import atomic_write
 from .config import TrainConfig, config_to_dict
 from .errors import ConfigError, MaskgitError
+from .outputs import exclusive_lock
+from .runtime import (DistContext, autocast, barrier, broadcast_floats, cleanup_distributed,  # noqa: F401
+                      configure_backends, derive_seed, exact_fp32, make_generator, process_start_time,
+                      progress_bar, resolve_device, setup_distributed)
 
 log = logging.getLogger(__name__)
 
@@ -70,140 +72,11 @@ class NonFiniteLossError(MaskgitError, RuntimeError):
     """The training loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-@dataclass(frozen=True)
-class DistContext:
-    """Where this process runs: its device and its place among torchrun's processes."""
-
-    device: torch.device
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``"auto"`` -> CUDA if available, else CPU; ``"cpu"``/``"cuda"``/``"cuda:1"`` as given.
-
-    Raises:
-        ConfigError: CUDA requested but not available, or an unknown device name.
-    """
-    name = (name or "auto").strip().lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError(f"unknown device {name!r}; use auto, cpu or cuda[:N]") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name} asked for CUDA, but torch sees no GPU; use --device cpu")
-    if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"device {name!r} is not supported; use auto, cpu or cuda[:N]")
-    return device
-
-
-def configure_backends(device: torch.device) -> None:
-    """Fast CUDA defaults: TF32 matmuls/convolutions and cuDNN autotuning (no-op on CPU)."""
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
-
-
-def setup_distributed(device: str = "auto") -> DistContext:
-    """Start ``torch.distributed`` when launched by torchrun, else return a single-process context.
-
-    Args:
-        device: ``auto``/``cpu``/``cuda``; under torchrun with CUDA each rank
-            uses ``cuda:LOCAL_RANK`` and NCCL, on CPU gloo.
-    """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    base = resolve_device(device)
-    if world <= 1 or "RANK" not in os.environ:
-        configure_backends(base)
-        return DistContext(base)
-    import torch.distributed as dist
-
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if base.type == "cuda":
-        dev = torch.device("cuda", local)
-        torch.cuda.set_device(dev)
-    else:
-        dev = torch.device("cpu")
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-    configure_backends(dev)
-    return DistContext(dev, rank, world, local)
-
-
-def cleanup_distributed() -> None:
-    """Destroy the process group if one was started."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def barrier(ctx: DistContext) -> None:
-    """Wait for every rank (no-op for a single process)."""
-    if ctx.distributed:
-        import torch.distributed as dist
-
-        dist.barrier(device_ids=[ctx.local_rank]) if ctx.device.type == "cuda" else dist.barrier()
-
-
-def broadcast_floats(ctx: DistContext, values: Sequence[float]) -> list[float]:
-    """Rank 0's ``values`` on every rank (a host sync; identity for a single process)."""
-    if not ctx.distributed:
-        return list(values)
-    import torch.distributed as dist
-
-    buf = torch.tensor(list(values), dtype=torch.float64, device=ctx.device)
-    dist.broadcast(buf, src=0)
-    return buf.cpu().tolist()
-
-
-def process_start_time() -> float:
-    """``time.monotonic()`` value at which this process started (Linux; else now).
-
-    Used as the start of the ``--max-minutes`` budget so Python and torch
-    imports count too. A process older than a minute (a notebook kernel, a
-    test runner) is not a fresh command: then the budget starts now.
-    """
-    import time
-
-    now = time.monotonic()
-    try:
-        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-        age = uptime - ticks / os.sysconf("SC_CLK_TCK")
-        return now - age if 0 <= age < 60 else now
-    except (OSError, ValueError, IndexError):
-        return now
-
-
-def derive_seed(*parts: Any) -> int:
-    """A 63-bit seed from any parts (stable across processes and Python versions)."""
-    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
-
-
 def seed_everything(seed: int) -> None:
     """Seed Python's ``random``, NumPy's global RNG and torch (CPU and CUDA)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def make_generator(seed: int, device: torch.device) -> torch.Generator:
-    """A ``torch.Generator`` on ``device`` seeded with ``seed``."""
-    return torch.Generator(device=device).manual_seed(seed)
 
 
 def lr_at(step: int, cfg: TrainConfig, time_fraction: float = 0.0) -> float:
@@ -253,22 +126,6 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> 
     """AdamW over :func:`param_groups` (fused kernels on CUDA)."""
     kwargs = {"fused": True} if device.type == "cuda" else {}
     return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas), **kwargs)
-
-
-def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """bfloat16 autocast on ``device`` when ``enabled``."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
-@contextlib.contextmanager
-def exact_fp32() -> Iterator[None]:
-    """Disable TF32 inside the block (validation numbers comparable to a CPU run)."""
-    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
 class EpochSampler:
@@ -396,11 +253,16 @@ class CsvLogger:
                 while self.path.with_name(f"{self.path.stem}.{n}.csv").exists():
                     n += 1
                 self.path.rename(self.path.with_name(f"{self.path.stem}.{n}.csv"))
+        self._filled = {(int(float(r["step"])), k) for r in kept for k, v in r.items() if v not in (None, "")}
         text = io.StringIO()
         writer = csv.DictWriter(text, fieldnames=self.fieldnames, lineterminator="\n")
         writer.writeheader()
         writer.writerows(kept)
         atomic_write(self.path, lambda tmp: tmp.write_text(text.getvalue()))
+
+    def has_value(self, step: int, column: str) -> bool:
+        """Whether a row of ``step`` with a value in ``column`` is in the file (kept or logged)."""
+        return self.enabled and (step, column) in self._filled
 
     def log(self, row: dict[str, Any]) -> None:
         """Append one row (missing columns stay empty; floats with 6 significant digits)."""
@@ -412,6 +274,7 @@ class CsvLogger:
         out = {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
         with open(self.path, "a", newline="") as fh:
             csv.DictWriter(fh, fieldnames=self.fieldnames, lineterminator="\n").writerow(out)
+        self._filled.update((int(row["step"]), k) for k, v in row.items() if v is not None)
 
 
 def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -474,15 +337,6 @@ def plot_curves(csv_path: Path, png_path: Path, title: str = "") -> Path | None:
 def write_json(path: Path, data: dict[str, Any]) -> Path:
     """Atomically write ``data`` as indented JSON."""
     return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
-
-
-def progress_bar(total: int | None, initial: int, enabled: bool, desc: str):
-    """A tqdm bar on stderr; refreshes at most every 30 s when stderr is not a terminal."""
-    from tqdm.auto import tqdm
-
-    tty = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
-    return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, dynamic_ncols=True,
-                mininterval=0.5 if tty else 30.0, leave=True)
 
 
 def library_version() -> str:
@@ -694,7 +548,8 @@ class Trainer:
         frac, stop = broadcast_floats(self.ctx, [min(1.0, elapsed / usable), float(elapsed >= usable)])
         return frac, bool(stop)
 
-    def _validate(self, step: int, csv_log: CsvLogger) -> dict[str, float]:
+    def _validate(self, step: int, csv_log: CsvLogger, log_row: bool = True) -> dict[str, float]:
+        """Validate on rank 0; ``log_row=False`` when the CSV already holds this step's row (a rerun)."""
         import time
 
         t0 = time.monotonic()
@@ -704,8 +559,9 @@ class Trainer:
             with torch.no_grad(), exact_fp32():
                 metrics = {k: v if isinstance(v, int) else float(v) for k, v in self.validate().items()}
             self.model.train()
-            csv_log.log({"step": step, "epoch": step * self.cfg.batch_size / self.num_train,
-                         "elapsed_s": self.elapsed(), **{f"val_{k}": v for k, v in metrics.items()}})
+            if log_row:
+                csv_log.log({"step": step, "epoch": step * self.cfg.batch_size / self.num_train,
+                             "elapsed_s": self.elapsed(), **{f"val_{k}": v for k, v in metrics.items()}})
             if time.monotonic() - self._last_plot >= PLOT_INTERVAL_S:  # plotting costs ~1 s on a CPU
                 plot_curves(csv_log.path, self.run_dir / PLOT_NAME, f"{self.kind} training")
                 self._last_plot = time.monotonic()
@@ -717,13 +573,21 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         """Train until ``max_steps``, ``stop_at_step`` or the time budget; return a summary.
 
-        Rank 0 writes the final weights (``save_final``), the state, the CSV, the
-        plot and ``summary.json``.
+        Rank 0 holds an exclusive lock on the run folder for the whole run (a second
+        trainer on the same ``--out`` is refused, naming the first one's pid) and
+        writes the final weights (``save_final``), the state, the CSV, the plot and
+        ``summary.json``.
 
         Raises:
             NonFiniteLossError: the loss became NaN/inf (names the step).
             ConfigError: a resume with other settings.
+            DataError: another process trains into the same run folder.
         """
+        lock = exclusive_lock(self.run_dir, f"train-{self.kind}") if self.ctx.is_main else contextlib.nullcontext()
+        with lock:
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         import time
 
         cfg, ctx = self.cfg, self.ctx
@@ -796,7 +660,8 @@ class Trainer:
                 for tensor in self.model.state_dict().values():
                     if tensor.is_floating_point():
                         tensor.copy_(tensor.to(self.weights_dtype))  # round to the shipped precision
-        metrics = self._validate(step, csv_log)
+        metrics = self._validate(step, csv_log, log_row=not csv_log.has_value(step, f"val_{self.val_names[0]}")
+                                 if self.val_names else True)
         summary = {
             "kind": self.kind, "steps": step, "epochs": step * cfg.batch_size / self.num_train,
             "stop_reason": stop_reason, "wall_time_s": self.elapsed(), "resumed_from_step": resumed_from,

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from .attention import MultiHeadSelfAttention, _check_impl
-from .checkpoint import load_state_dict_checked, read_weights, save_weights
+from .checkpoint import build_checked, check_tensor_count, read_weights, save_weights
 from .config import TransformerConfig, config_from_dict, config_to_dict
 from .errors import CheckpointError, ConfigError, MaskgitError
 
@@ -294,18 +294,31 @@ def load_transformer(
         The model on ``device``, in eval mode.
 
     Raises:
-        CheckpointError: missing/truncated/corrupt file, another model type, a
-            stored config that is not a valid transformer config, or weights
-            that do not fit the config (names the mismatching tensors).
+        CheckpointError: missing/truncated/corrupt file, another model type,
+            metadata that is not JSON, NaN/inf weights, a stored config that is
+            not a valid transformer config, or weights that do not fit the config
+            (names the mismatching tensors; checked on the meta device before the
+            model is built, so lying metadata allocates nothing).
+        ConfigError: if ``cfg`` is given and is not a usable config.
     """
     state, meta = read_weights(path, expected_type=MODEL_TYPE)
-    if cfg is None:
-        try:
+    stored = cfg is None
+    try:
+        if stored:
             cfg = config_from_dict(TransformerConfig, meta["config"])
-            model = MaskGITTransformer(cfg)
-        except (MaskgitError, TypeError) as exc:
-            raise CheckpointError(f"checkpoint {path} stores an unusable transformer config: {exc}") from exc
-    else:
-        model = MaskGITTransformer(cfg)
-    load_state_dict_checked(model, state, path)
+        _check_config(cfg)
+    except (MaskgitError, TypeError, ValueError) as exc:
+        if not stored:
+            raise
+        raise CheckpointError(f"checkpoint {path} stores an unusable transformer config: {exc}") from exc
+    # each block has >= 8 tensors (two LayerNorms, two Linear layers), plus 9 outside the blocks
+    check_tensor_count(path, state, 8 * cfg.depth + 9, f"depth={cfg.depth}")
+    try:
+        model = build_checked(lambda: MaskGITTransformer(cfg), state, path)
+    except CheckpointError:
+        raise
+    except (MaskgitError, TypeError, ValueError, OverflowError, RuntimeError) as exc:  # sizes torch refuses
+        if not stored:
+            raise
+        raise CheckpointError(f"checkpoint {path} stores an unusable transformer config: {exc}") from exc
     return model.to(device).eval()

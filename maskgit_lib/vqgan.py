@@ -26,12 +26,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import load_state_dict_checked, read_weights, save_weights
+from .checkpoint import build_checked, check_tensor_count, read_weights, save_weights
 from .config import VQGANConfig, config_from_dict, config_to_dict
 from .errors import CheckpointError, ConfigError, DataError
 from .quantizer import VectorQuantizer, codebook_usage
 
 __all__ = ["VQGAN", "Encoder", "Decoder", "codebook_usage", "save_vqgan", "load_vqgan"]
+
+# what building a model from a config read from a file may raise (bad types, sizes torch refuses)
+_CONFIG_ERRORS = (ConfigError, TypeError, ValueError, OverflowError, RuntimeError, ZeroDivisionError)
 
 
 def _norm(channels: int) -> nn.GroupNorm:
@@ -318,21 +321,33 @@ def load_vqgan(
 
     Raises:
         CheckpointError: missing, empty, truncated or pickle file; another
-            model type; a config this library cannot build; a config other
-            than ``expected_config``; weights that do not fit the config.
+            model type; metadata that is not JSON; NaN/inf weights; a config
+            this library cannot build; a config other than ``expected_config``;
+            weights that do not fit the config (checked on the meta device
+            before the model is built, so lying metadata allocates nothing).
     """
     state_dict, meta = read_weights(path, expected_type="vqgan")
+    cannot_build = f"{path} holds a VQGAN config this library version cannot build " \
+                   f"(saved by maskgit_lib {meta['library_version']})"
     try:
         cfg = config_from_dict(VQGANConfig, meta["config"])
-    except (ConfigError, TypeError) as exc:
-        raise CheckpointError(
-            f"{path} holds a VQGAN config this library version cannot build "
-            f"(saved by maskgit_lib {meta['library_version']}): {exc}"
-        ) from exc
+    except _CONFIG_ERRORS as exc:
+        raise CheckpointError(f"{cannot_build}: {exc}") from exc
     if expected_config is not None and cfg != expected_config:
         stored, wanted = config_to_dict(cfg), config_to_dict(expected_config)
         diffs = [f"{k}: checkpoint {stored[k]} vs expected {wanted[k]}" for k in stored if stored[k] != wanted[k]]
         raise CheckpointError(f"{path} was trained with another VQGAN config ({'; '.join(diffs)})")
-    model = VQGAN(cfg)
-    load_state_dict_checked(model, state_dict, path)
+    try:
+        # every ResBlock has >= 8 tensors: encoder levels x n, decoder levels x (n + 1), 2 per middle block
+        res_blocks = len(cfg.channels) * (2 * cfg.num_res_blocks + 1) + 4
+        what = f"{len(cfg.channels)} levels of num_res_blocks={cfg.num_res_blocks}"
+    except _CONFIG_ERRORS as exc:
+        raise CheckpointError(f"{cannot_build}: {exc}") from exc
+    check_tensor_count(path, state_dict, 8 * res_blocks, what)
+    try:
+        model = build_checked(lambda: VQGAN(cfg), state_dict, path)
+    except CheckpointError:
+        raise
+    except _CONFIG_ERRORS as exc:
+        raise CheckpointError(f"{cannot_build}: {exc}") from exc
     return model.to(device).eval()

@@ -10,6 +10,7 @@ from PIL import Image
 from maskgit_lib import paths
 from maskgit_lib.cli import main
 from maskgit_lib.config import TransformerConfig, VQGANConfig
+from maskgit_lib.outputs import claim_output_dir
 from maskgit_lib.transformer import MaskGITTransformer, save_transformer
 from maskgit_lib.vqgan import VQGAN, save_vqgan
 
@@ -178,7 +179,7 @@ def test_missing_checkpoint_says_how_to_train(lab, tmp_path, capsys, monkeypatch
 def test_generate_and_outpaint_write_files(ckpts, lab, tmp_path, capsys):
     code, out, _ = run(capsys, "generate", "--out", str(tmp_path / "gen"), "--n", "3", "--steps", "2", *models(ckpts))
     assert code == 0 and sorted(p.name for p in (tmp_path / "gen").iterdir()) == [
-        "sample_000.png", "sample_001.png", "sample_002.png"]
+        ".maskgit-output.json", ".maskgit.lock", "sample_000.png", "sample_001.png", "sample_002.png"]
     assert (tmp_path / "gen_grid.png").is_file() and "grid:" in out
     images, _ = lab
     code, _, _ = run(capsys, "outpaint", "--images", str(images), "--out", str(tmp_path / "outp"), "--keep", "0.5",
@@ -202,10 +203,11 @@ def test_demo_with_checkpoints(ckpts, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("MASKGIT_CHECKPOINTS", str(ckpts))
     lab_folder(tmp_path / "data" / "test", [box(), box(), box()])
     (tmp_path / "results").mkdir()
-    (tmp_path / "results" / "demo").mkdir()
+    claim_output_dir(tmp_path / "results" / "demo", "inpaint")  # as an earlier, larger run left it
     Image.fromarray(draw_image(0)).save(tmp_path / "results" / "demo" / "image_002.png")  # stale earlier output
     code, out, _ = run(capsys, "demo", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "results" / "demo"),
                        "--limit", "2", "--steps", "2", "--no-fid", "--device", "cpu")
     assert code == 0 and "inpainted 2 test images" in out and "images/s" in out
-    assert sorted(p.name for p in (tmp_path / "results" / "demo").iterdir()) == ["image_000.png", "image_001.png"]
+    assert sorted(p.name for p in (tmp_path / "results" / "demo").iterdir()) == [
+        ".maskgit-output.json", ".maskgit.lock", "image_000.png", "image_001.png"]
     assert (tmp_path / "results" / "demo_gallery.png").is_file()

@@ -11,7 +11,8 @@ from maskgit_lib.config import TransformerConfig, VQGANConfig
 from maskgit_lib.data import to_uint8
 from maskgit_lib.errors import CheckpointError, ConfigError, DataError
 from maskgit_lib.blend import poisson_blend
-from maskgit_lib.inpaint import (Inpainter, InpaintSettings, batch_seed, check_output_dir, composite,
+from maskgit_lib.outputs import prepare_output_dir
+from maskgit_lib.inpaint import (Inpainter, InpaintSettings, batch_seed, composite,
                                  generate_folder, outpaint_folder)
 from maskgit_lib.transformer import MaskGITTransformer, save_transformer
 from maskgit_lib.vqgan import VQGAN, save_vqgan
@@ -214,8 +215,9 @@ def test_output_folder_may_not_be_or_contain_an_input(tmp_path):
     (tmp_path / "data" / "images").mkdir(parents=True)
     for out in (tmp_path / "data" / "images", tmp_path / "data", tmp_path):
         with pytest.raises(DataError, match="refusing to write there"):
-            check_output_dir(out, tmp_path / "data" / "images")
-    assert check_output_dir(tmp_path / "out", tmp_path / "data" / "images") == (tmp_path / "out").resolve()
+            prepare_output_dir(out, tmp_path / "data" / "images", command="inpaint", overwrite=True)
+    assert prepare_output_dir(tmp_path / "out", tmp_path / "data" / "images", command="inpaint") == \
+        (tmp_path / "out").resolve()
 
 
 def test_generate_and_outpaint_folders(inpainter, tmp_path):

@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import ATTENTION_IMPLS
 from .errors import ConfigError
 
-ATTENTION_IMPLS = ("sdpa", "scratch")
 
 
 def _check_impl(impl: str) -> str:

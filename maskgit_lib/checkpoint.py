@@ -9,9 +9,8 @@ Two kinds of file:
   resuming. Written with ``torch.save`` and read back only with
   ``torch.load(weights_only=True)``, which refuses pickled code.
 
-Every write goes to a temporary file in the same folder, is flushed to disk,
-then renamed over the target (``os.replace`` is atomic on POSIX), so a crash
-or SIGKILL leaves either the old file or the new one, never half of one.
+Both are written with :func:`maskgit_lib.outputs.atomic_write`: a crash or
+SIGKILL leaves either the old file or the new one, never half of one.
 """
 
 from __future__ import annotations
@@ -20,8 +19,6 @@ import errno
 import json
 import os
 import pickle
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,66 +26,8 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from . import __version__
-from .errors import CheckpointError, WriteError
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)`` then atomically move ``tmp_path`` to ``path``.
-
-    Args:
-        path: final destination; its folder is created if needed.
-        write: function that writes the complete file at the path it is given.
-
-    Returns:
-        The destination path.
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise write_failure(path, exc) from exc
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        try:
-            write(tmp_path)
-        except OSError as exc:
-            raise write_failure(path, exc) from exc
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp creates 0600; give the usual mode
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp_path, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-    return path
-
-
-def write_failure(path: Path, exc: BaseException) -> WriteError:
-    """One sentence for a failed write: which file, why (read-only, full disk...), what survived."""
-    code = getattr(exc, "errno", None)
-    try:
-        free: int | None = shutil.disk_usage(path.parent).free
-    except OSError:
-        free = None
-    if code in (errno.ENOSPC, errno.EDQUOT) or (code == errno.EIO and free is not None and free < 1 << 20):
-        why = f"the disk is full ({'free space unknown' if free is None else f'{free / 1e6:.2f} MB free'})"
-    elif code == errno.EROFS:
-        why = "the file system is read-only"
-    elif code in (errno.EACCES, errno.EPERM):
-        why = "permission denied"
-    else:
-        why = getattr(exc, "strerror", None) or str(exc)
-    return WriteError(f"cannot write {path}: {why}; any earlier version of the file is unchanged and no "
-                      "partial file was left. Free space or choose a writable folder, then run again.")
+from .errors import CheckpointError
+from .outputs import atomic_write
 
 
 def save_weights(

@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 
 from .errors import ConfigError
 
+ATTENTION_IMPLS = ("sdpa", "scratch")  # written out in maskgit_lib.attention
+
 C = TypeVar("C")
 
 
@@ -189,6 +191,22 @@ class TransformerConfig:
     attention_dropout: float | None = None
     attention: str = "sdpa"
 
+    def __post_init__(self) -> None:
+        for name in ("codebook_size", "num_tokens", "dim", "depth", "heads", "mlp_dim"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"TransformerConfig.{name} must be a positive integer; got {value!r}")
+        if self.dim % self.heads != 0:
+            raise ConfigError(f"TransformerConfig.dim={self.dim} must be divisible by heads={self.heads}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"TransformerConfig.dropout must be in [0, 1); got {self.dropout}")
+        if self.attention_dropout is not None and not 0.0 <= self.attention_dropout < 1.0:
+            raise ConfigError(f"TransformerConfig.attention_dropout must be None or in [0, 1); "
+                              f"got {self.attention_dropout}")
+        if self.attention not in ATTENTION_IMPLS:
+            raise ConfigError(f"unknown attention implementation {self.attention!r}; "
+                              f"choose one of {list(ATTENTION_IMPLS)}")
+
     @property
     def mask_token_id(self) -> int:
         return self.codebook_size
@@ -210,9 +228,9 @@ class TrainConfig:
     """Optimisation settings shared by both trainers (``maskgit_lib.training``).
 
     Every field is saved in the training state; a resume is refused when a field
-    other than those in ``maskgit_lib.training.RESUMABLE_FIELDS`` (``max_steps``,
-    ``max_minutes``, ``val_every``, ``ckpt_every``, ``log_every``, ``num_workers``)
-    differs from the stored one.
+    other than those in ``maskgit_lib.training.state.RESUMABLE_FIELDS`` (``max_steps``,
+    ``max_minutes``, ``val_every``, ``ckpt_every``, ``log_every``) differs from the
+    stored one.
 
     Attributes:
         batch_size: global batch size per optimizer step (split across processes
@@ -231,7 +249,7 @@ class TrainConfig:
         min_mask_ratio: minimum MVTM masking rate (transformer only).
         hole_fraction: probability that a training example is a hole example
             (brush-stroke hole, context encoded from the prefilled image; see
-            :mod:`maskgit_lib.hole_examples`) instead of plain MVTM (transformer only).
+            :mod:`maskgit_lib.training.hole_examples`) instead of plain MVTM (transformer only).
         hole_variants: hole examples built per training image (transformer only).
         token_views: views of each training image tokenized for the transformer
             (:mod:`maskgit_lib.views`; ``("id", "flip")`` = image + mirror image).
@@ -247,7 +265,6 @@ class TrainConfig:
         log_every: write a CSV row (and check the loss is finite) every this many steps.
         max_minutes: stop cleanly (final validation + checkpoint) after this many
             minutes of wall time (0: no limit).
-        num_workers: unused (the data lives in memory); kept for compatibility.
     """
 
     batch_size: int = 64
@@ -275,4 +292,3 @@ class TrainConfig:
     ckpt_every: int = 250
     log_every: int = 10
     max_minutes: float = 0.0
-    num_workers: int = 0

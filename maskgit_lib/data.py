@@ -28,7 +28,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import paths
-from .checkpoint import atomic_write
+from .outputs import atomic_write
 from .errors import DataError
 
 logger = logging.getLogger(__name__)

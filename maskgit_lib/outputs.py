@@ -1,4 +1,11 @@
-"""Output folders the commands write into: never someone else's files, one process at a time.
+"""Writing files safely: atomic writes, output folders that are ours, one process at a time.
+
+:func:`atomic_write` is how every file of the library is written: a temporary file
+in the same folder, flushed to disk, then renamed over the target (``os.replace``
+is atomic on POSIX), so a crash, a SIGKILL or a full disk leaves either the old
+file or the new one, never half of one; a failure is one sentence
+(:func:`write_failure`: read-only, full disk, permission). :func:`write_json` and
+:func:`save_png` build on it.
 
 Three rules, used by every command that writes a folder of results
 (``inpaint``, ``generate``, ``outpaint``, ``demo``) and, for the lock, by the trainers:
@@ -27,21 +34,87 @@ import errno
 import fcntl
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 from PIL import Image
 
 from . import __version__
-from .checkpoint import atomic_write, write_failure
-from .errors import DataError
+from .errors import DataError, WriteError
 
 MARKER_NAME = ".maskgit-output.json"
 LOCK_NAME = ".maskgit.lock"
 _OWN_FILES = frozenset({MARKER_NAME, LOCK_NAME})
 LAB_TEST_FOLDERS = ("gt", "masked_image", "mask64")  # the lab's test layout: never an output
 DATASET_GENERATOR = "maskgit_lib.data_prep"  # the "generator" field of a prepare-data manifest
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_path)`` then atomically move ``tmp_path`` to ``path``.
+
+    Args:
+        path: final destination; its folder is created if needed.
+        write: function that writes the complete file at the path it is given.
+
+    Returns:
+        The destination path.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise write_failure(path, exc) from exc
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        try:
+            write(tmp_path)
+        except OSError as exc:
+            raise write_failure(path, exc) from exc
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp creates 0600; give the usual mode
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+    return path
+
+
+def write_failure(path: Path, exc: BaseException) -> WriteError:
+    """One sentence for a failed write: which file, why (read-only, full disk...), what survived."""
+    code = getattr(exc, "errno", None)
+    try:
+        free: int | None = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    if code in (errno.ENOSPC, errno.EDQUOT) or (code == errno.EIO and free is not None and free < 1 << 20):
+        why = f"the disk is full ({'free space unknown' if free is None else f'{free / 1e6:.2f} MB free'})"
+    elif code == errno.EROFS:
+        why = "the file system is read-only"
+    elif code in (errno.EACCES, errno.EPERM):
+        why = "permission denied"
+    else:
+        why = getattr(exc, "strerror", None) or str(exc)
+    return WriteError(f"cannot write {path}: {why}; any earlier version of the file is unchanged and no "
+                      "partial file was left. Free space or choose a writable folder, then run again.")
+
+
+def write_json(path: str | os.PathLike, data: Any, *, indent: int = 2, sort_keys: bool = True) -> Path:
+    """Atomically write ``data`` as indented JSON (values JSON cannot hold are written as ``str``)."""
+    text = json.dumps(data, indent=indent, sort_keys=sort_keys, default=str) + "\n"
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def resolve_folder(path: str | os.PathLike, what: str = "folder") -> Path:

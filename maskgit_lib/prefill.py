@@ -18,9 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ConfigError, DataError
+from .masks import GRAY
 
-GRAY = 128
-"""The lab's hole colour (128, 128, 128) in 8-bit values (masked_image/ files, the gray baseline)."""
 GRAY_VALUE = GRAY / 127.5 - 1.0
 """The same colour in [-1, 1]."""
 

@@ -166,11 +166,19 @@ def exact_fp32() -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
-def progress_bar(total: int | None, initial: int, enabled: bool, desc: str):
-    """A tqdm bar on stderr; refreshes at most every 30 s when stderr is not a terminal."""
+def progress_bar(total: int | None, desc: str, enabled: bool = True, initial: int = 0, unit: str = "it",
+                 leave: bool = True) -> tqdm:
+    """The library's tqdm bar, on stderr; refreshes at most every 30 s when stderr is not a terminal.
+
+    Args:
+        total: steps or items expected (None: unknown). desc: the bar's label.
+        enabled: False gives a silent bar (other ranks, ``progress=False``).
+        initial: count already done (a resumed run). unit: ``"it"``, ``"img"``...
+        leave: keep the finished bar on screen.
+    """
     tty = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
-    return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, dynamic_ncols=True,
-                mininterval=0.5 if tty else 30.0, leave=True)
+    return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, unit=unit, dynamic_ncols=True,
+                mininterval=0.5 if tty else 30.0, leave=leave)
 
 
 def cpu_info() -> dict[str, str]:
@@ -196,3 +204,13 @@ def physical_cores() -> int:
             else:
                 current[key.strip()] = value.strip()
     return len(cores) or (os.cpu_count() or 1)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Does the hardware run bf16 matmuls natively (CUDA bf16, or oneDNN's AVX512-BF16/AMX)?"""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False

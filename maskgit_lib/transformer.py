@@ -37,26 +37,11 @@ from torch import nn
 from .attention import MultiHeadSelfAttention, _check_impl
 from .checkpoint import build_checked, check_tensor_count, read_weights, save_weights
 from .config import TransformerConfig, config_from_dict, config_to_dict
-from .errors import CheckpointError, ConfigError, MaskgitError
+from .errors import CheckpointError, MaskgitError
 
 MODEL_TYPE = "transformer"
 LN_EPS = 1e-12  # the lab's (and BERT's) LayerNorm epsilon
 INIT_STD = 0.02  # BERT / MaskGIT initializer range
-
-
-def _check_config(cfg: TransformerConfig) -> None:
-    for name in ("codebook_size", "num_tokens", "dim", "depth", "heads", "mlp_dim"):
-        value = getattr(cfg, name)
-        if not isinstance(value, int) or value <= 0:
-            raise ConfigError(f"TransformerConfig.{name} must be a positive integer; got {value!r}")
-    if cfg.dim % cfg.heads != 0:
-        raise ConfigError(f"TransformerConfig.dim={cfg.dim} must be divisible by heads={cfg.heads}")
-    if not 0.0 <= cfg.dropout < 1.0:
-        raise ConfigError(f"TransformerConfig.dropout must be in [0, 1); got {cfg.dropout}")
-    if cfg.attention_dropout is not None and not 0.0 <= cfg.attention_dropout < 1.0:
-        raise ConfigError(f"TransformerConfig.attention_dropout must be None or in [0, 1); "
-                          f"got {cfg.attention_dropout}")
-    _check_impl(cfg.attention)
 
 
 class TransformerBlock(nn.Module):
@@ -111,7 +96,6 @@ class MaskGITTransformer(nn.Module):
 
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
-        _check_config(cfg)
         self.cfg = cfg
         self.validate_inputs = True
         self.tok_emb = nn.Embedding(cfg.codebook_size + 1, cfg.dim)  # row K = [MASK]
@@ -303,14 +287,11 @@ def load_transformer(
     """
     state, meta = read_weights(path, expected_type=MODEL_TYPE)
     stored = cfg is None
-    try:
-        if stored:
+    if stored:  # a given cfg was validated when it was built (TransformerConfig.__post_init__)
+        try:
             cfg = config_from_dict(TransformerConfig, meta["config"])
-        _check_config(cfg)
-    except (MaskgitError, TypeError, ValueError) as exc:
-        if not stored:
-            raise
-        raise CheckpointError(f"checkpoint {path} stores an unusable transformer config: {exc}") from exc
+        except (MaskgitError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint {path} stores an unusable transformer config: {exc}") from exc
     # each block has >= 8 tensors (two LayerNorms, two Linear layers), plus 9 outside the blocks
     check_tensor_count(path, state, 8 * cfg.depth + 9, f"depth={cfg.depth}")
     try:

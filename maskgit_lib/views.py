@@ -49,6 +49,16 @@ def parse_views(text: str) -> tuple[str, ...]:
     return views
 
 
+def hflip(images: torch.Tensor) -> torch.Tensor:
+    """Mirror left-right: (..., H, W) -> a new (..., H, W) tensor, any dtype (the library's one flip).
+
+    Used for the ``flip`` view, the VQGAN's random flips
+    (:func:`maskgit_lib.training.data.random_hflip`) and the mirrored hole masks
+    (:mod:`maskgit_lib.training.hole_examples`).
+    """
+    return images.flip(-1)
+
+
 def _zoom(images: torch.Tensor, factor: float) -> torch.Tensor:
     """Scale uint8 (N, 3, S, S) content by ``factor`` about the centre; white where nothing lands."""
     size = images.shape[-1]
@@ -75,5 +85,5 @@ def apply_view(images_u8: torch.Tensor, view: str) -> torch.Tensor:
         if part in ZOOM:
             out = _zoom(out, ZOOM[part])
     if "flip" in parts:
-        out = out.flip(-1)
+        out = hflip(out)
     return out.clone() if out is images_u8 else out

@@ -25,6 +25,8 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from .masking import SCHEDULES, get_schedule
+
 MASK_CMAP = "gray_r"  # hidden token = black, known = white
 CONF_CMAP = "viridis"  # low confidence = dark
 ATTN_CMAP = "magma"
@@ -37,8 +39,10 @@ def _numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.asarray(x)
 
 
-def to_uint8(images: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Channels-last uint8 pixels of images in [-1, 1].
+def to_pixels(images: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Channels-last uint8 pixels of images in [-1, 1], for display (NumPy, (..., H, W, 3)).
+
+    The tensor-side converter, channels first, is :func:`maskgit_lib.data.to_uint8`.
 
     Args:
         images: float (B, 3, H, W) or (3, H, W) in [-1, 1] (clamped).
@@ -65,7 +69,7 @@ def image_grid(images: torch.Tensor | np.ndarray, ncols: int = 8, pad: int = 2, 
     Returns:
         uint8 (rows*(H+pad)-pad, cols*(W+pad)-pad, 3).
     """
-    pix = to_uint8(images)
+    pix = to_pixels(images)
     if pix.ndim == 3:
         pix = pix[None]
     b, h, w, _ = pix.shape
@@ -97,7 +101,7 @@ def masked_token_image(image: torch.Tensor | np.ndarray, is_masked: torch.Tensor
     Returns:
         uint8 (H, W, 3).
     """
-    pix = to_uint8(image).copy()
+    pix = to_pixels(image).copy()
     h, w, _ = pix.shape
     blocks = token_mask_image(is_masked, grid).astype(bool)  # (grid, grid)
     hidden = blocks.repeat(h // grid, 0).repeat(w // grid, 1)  # (H, W)
@@ -136,7 +140,7 @@ def show_images(images: torch.Tensor | np.ndarray, titles: Sequence[str] | None 
         ncols: images per row.
         scale: inches per image.
     """
-    pix = to_uint8(images)
+    pix = to_pixels(images)
     if pix.ndim == 3:
         pix = pix[None]
     b = pix.shape[0]
@@ -163,8 +167,6 @@ def plot_schedules(names: Sequence[str] | None = None, num_points: int = 201,
         num_points: points per curve.
         steps: if given, mark gamma((t+1)/T) for t = 0..T-1 on each curve.
     """
-    from .masking import SCHEDULES, get_schedule
-
     names = list(SCHEDULES) if names is None else list(names)
     r = torch.linspace(0.0, 1.0, num_points, dtype=torch.float64)
     fig = _new_figure(5.5, 3.8)
@@ -252,7 +254,7 @@ def decoding_figure(step_images: torch.Tensor | np.ndarray, is_masked: torch.Ten
         grid: tokens per side.
         scale: inches per panel.
     """
-    pix = to_uint8(step_images)
+    pix = to_pixels(step_images)
     s = pix.shape[0]
     masks = _numpy(is_masked).reshape(s, -1)
     rows = 2 if confidences is None else 3
@@ -287,14 +289,14 @@ def schedule_comparison_figure(results: Mapping[str, tuple], step_labels: Sequen
         scale: inches per panel.
     """
     names = list(results)
-    s = to_uint8(results[names[0]][0]).shape[0]
+    s = to_pixels(results[names[0]][0]).shape[0]
     per = 2 if show_masks else 1
     fig = _new_figure(scale * s + 0.8, scale * per * len(names) + 0.3)
     axes = _axes_grid(fig, per * len(names), s)
     labels = step_labels or [f"step {i + 1}" for i in range(s)]
     for j, name in enumerate(names):
         images, masks = results[name]
-        pix = to_uint8(images)
+        pix = to_pixels(images)
         masks = _numpy(masks).reshape(pix.shape[0], -1)
         if pix.shape[0] != s:
             raise ValueError(f"schedule {name!r} has {pix.shape[0]} steps, expected {s}")
@@ -340,7 +342,7 @@ def attention_maps_figure(attn: torch.Tensor | np.ndarray, query_index: int, gri
     qy, qx = divmod(query_index, grid)
     i = 0
     if image is not None:
-        pix = masked_token_image(image, is_masked, grid) if is_masked is not None else to_uint8(image)
+        pix = masked_token_image(image, is_masked, grid) if is_masked is not None else to_pixels(image)
         f = pix.shape[0] / grid
         axes[0].imshow(pix)
         axes[0].plot((qx + 0.5) * f - 0.5, (qy + 0.5) * f - 0.5, "r+", ms=10, mew=2)

@@ -1,6 +1,6 @@
 """ipywidgets for the notebooks: mask-ratio explorer, decoding player, schedule explorer.
 
-House rules (DESIGN.md section 6): frames are rendered once, up front, to PNG
+House rules (docs/architecture.md, "Widgets"): frames are rendered once, up front, to PNG
 bytes; moving a slider only swaps already-rendered bytes into an
 :class:`ipywidgets.Image`. A control that must recompute (the schedule
 explorer) uses ``continuous_update=False`` (it fires on release) and a cache
@@ -272,7 +272,7 @@ def decoding_frames(step_images: torch.Tensor | np.ndarray, is_masked: torch.Ten
     Returns:
         S PNG byte strings.
     """
-    pix = viz.to_uint8(step_images)
+    pix = viz.to_pixels(step_images)
     s = pix.shape[0]
     masks = viz._numpy(is_masked).reshape(s, -1)
     conf = None if confidence is None else viz._numpy(confidence).reshape(s, -1)

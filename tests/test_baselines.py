@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from maskgit_lib import baselines
+from maskgit_lib.evaluation import baselines
 from maskgit_lib.config import VQGANConfig
 from maskgit_lib.data import from_uint8, to_uint8
 from maskgit_lib.errors import ConfigError, DataError

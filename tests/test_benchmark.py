@@ -9,7 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from maskgit_lib import benchmark, cli
+from maskgit_lib import cli
+from maskgit_lib.evaluation import benchmark, fid, report, tracks
+from maskgit_lib.evaluation import rows as plans
 from maskgit_lib.config import TransformerConfig, VQGANConfig
 from maskgit_lib.data import from_uint8, to_uint8
 from maskgit_lib.inpaint import Inpainter, InpaintSettings, batch_seed
@@ -67,32 +69,32 @@ def test_hole_metrics_on_hand_examples():
     pred = gt.clone()
     pred[0] += 50
     pred[0, :, :2] = 110
-    m = benchmark.hole_metrics(pred, gt, pixel_missing)  # image 2 has no hole: skipped
+    m = tracks.hole_metrics(pred, gt, pixel_missing)  # image 2 has no hole: skipped
     assert m["images_with_hole"] == 2
     assert m["l1_hole"] == pytest.approx((10 / 255 + 0) / 2)
     assert m["psnr_hole_db"] == pytest.approx((10 * math.log10(255 ** 2 / 100) + 100.0) / 2)
-    assert benchmark.hole_metrics(pred, gt, torch.zeros_like(pixel_missing))["psnr_hole_db"] is None
+    assert tracks.hole_metrics(pred, gt, torch.zeros_like(pixel_missing))["psnr_hole_db"] is None
 
 
 def test_row_plans():
-    quick = benchmark.plan_rows("quick", ("freeform",))
+    quick = plans.plan_rows("quick", ("freeform",))
     labels = [r.label for r in quick]
     assert "maskgit cosine T=8" in labels and "maskgit cosine T=12 s=8" in labels and "maskgit cosine T=8 raw" in labels
     assert "baseline telea" in labels and "VQGAN ceiling (GT recon, raw)" in labels
     for profile in ("quick", "full", "complete"):
-        rows = benchmark.plan_rows(profile)
-        assert len({(r.track, r.label) for r in rows}) == len(rows)  # no duplicates
-        assert sum(r.method == "maskgit" and r.settings.steps == 1 for r in rows) == 1  # once, free-form
-    complete = benchmark.plan_rows("complete", ("freeform",))
+        planned = plans.plan_rows(profile)
+        assert len({(r.track, r.label) for r in planned}) == len(planned)  # no duplicates
+        assert sum(r.method == "maskgit" and r.settings.steps == 1 for r in planned) == 1  # once, free-form
+    complete = plans.plan_rows("complete", ("freeform",))
     steps = {(r.settings.schedule, r.settings.steps) for r in complete if r.method == "maskgit"}
     assert {("square", 16), ("linear", 4), ("exp", 8)} <= steps
-    assert {r.track for r in benchmark.plan_rows("full")} == set(benchmark.TRACKS)
-    headline = [r.label for r in benchmark.plan_rows("headline", ("freeform",)) if r.method == "maskgit"]
+    assert {r.track for r in plans.plan_rows("full")} == set(plans.TRACKS)
+    headline = [r.label for r in plans.plan_rows("headline", ("freeform",)) if r.method == "maskgit"]
     assert headline == ["maskgit cosine T=8", "maskgit cosine T=8 lab-conf", "maskgit cosine T=8 paste-blend",
                         "maskgit cosine T=8 lab-conf paste-blend", "maskgit cosine T=8 gray-fill paste-blend",
                         "maskgit cosine T=8 lab-conf gray-fill paste-blend"]
     assert "maskgit cosine T=8 raw" in labels and "maskgit cosine T=8 paste-blend" in labels  # raw: no blend label
-    assert len({(r.track, r.label) for r in benchmark.plan_rows("headline")}) == len(benchmark.plan_rows("headline"))
+    assert len({(r.track, r.label) for r in plans.plan_rows("headline")}) == len(plans.plan_rows("headline"))
 
 
 def test_profiles_are_exclusive(capsys):
@@ -103,8 +105,8 @@ def test_profiles_are_exclusive(capsys):
 def test_shared_decoding_equals_separate_runs(setup):
     """Sweet-spot, raw and paste rows cut from one decoding equal Inpainter.inpaint with their own settings."""
     inpainter = Inpainter(*tiny_models(), device="cpu")
-    data = benchmark.load_tracks(setup["data"], ("freeform",), None)["freeform"]
-    rows = [benchmark.Row("freeform", "maskgit", InpaintSettings(steps=4, **kw))
+    data = tracks.load_tracks(setup["data"], ("freeform",), None)["freeform"]
+    rows = [plans.Row("freeform", "maskgit", InpaintSettings(steps=4, **kw))
             for kw in ({}, {"sweet_spot": 2}, {"sweet_spot": 2, "composite": False}, {"composite": False},
                        {"blend": "paste"}, {"sweet_spot": 2, "blend": "paste"})]
     assert len({r.group() for r in rows}) == 1
@@ -174,8 +176,6 @@ def test_end_to_end_quick_run_writes_reports_and_resumes(setup, capsys):
 
 def test_fid_path_with_a_stand_in_network(setup, monkeypatch):
     """The FID code path end to end, with a cheap stand-in for Inception (the real one takes minutes here)."""
-    import maskgit_lib.fid as fid
-
     proj = torch.randn(3 * 8 * 8, 2048, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
 
     def fake_features(images, batch_size=50, device=None):
@@ -186,11 +186,12 @@ def test_fid_path_with_a_stand_in_network(setup, monkeypatch):
         small = torch.nn.functional.avg_pool2d(images.double() / 255, 8).flatten(1)  # (N, 192)
         return (small @ proj).numpy()
 
-    monkeypatch.setattr(fid, "inception_features", fake_features)
+    monkeypatch.setattr(fid, "inception_features", fake_features)  # folder_features looks it up in fid
+    monkeypatch.setattr(tracks, "inception_features", fake_features)  # the benchmark's own features()
     assert run_cli(setup, "--tracks", "freeform", "--no-figures") == 0
     rows = json.loads((setup["out"] / "benchmark_quick.json").read_text())["rows"]
     assert all(isinstance(r["fid"], float) and r["fid"] >= -1e-6 for r in rows)
-    fig = benchmark.fid_vs_steps_figure(rows)
+    fig = report.fid_vs_steps_figure(rows)
     labels = [line.get_label() for line in fig.axes[0].get_lines()]
     assert {"cosine", "linear", "square"} <= set(labels) and any("baseline" in label for label in labels)
     assert not (setup["out"] / "fid_vs_steps_quick.png").exists()

@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from maskgit_lib import cli, data_prep, paths
-from maskgit_lib.data_prep import base_key, border_mask, box_mask, brush_stroke_mask, prepare_twemoji, split_by_base
+from maskgit_lib.data_prep import base_key, prepare_twemoji, split_by_base
+from maskgit_lib.masks import border_mask, box_mask, brush_stroke_mask
 from maskgit_lib.errors import DataError
 
 SMALL = dict(limit=150, n_val=12, n_test=24)

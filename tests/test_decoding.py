@@ -47,7 +47,7 @@ def make_batch(batch: int, seed: int = 0, fractions=None):
 
 
 def expected_counts(n0: int, steps: int, schedule: str, start_step: int = 0) -> list[int]:
-    """DESIGN.md section 3 count rule, written out independently."""
+    """The count rule of docs/maskgit_algorithm.md, written out independently."""
     gamma = get_schedule(schedule)
     unknown, out = n0, []
     for t in range(start_step, steps):

@@ -25,7 +25,8 @@ import torch
 from PIL import Image
 
 from maskgit_lib import data, paths
-from maskgit_lib.checkpoint import atomic_write, load_training_state, read_weights, save_training_state, save_weights
+from maskgit_lib.outputs import atomic_write
+from maskgit_lib.checkpoint import load_training_state, read_weights, save_training_state, save_weights
 from maskgit_lib.cli import main
 from maskgit_lib.config import TransformerConfig, VQGANConfig, config_to_dict
 from maskgit_lib.decoding import iterative_decode
@@ -1035,12 +1036,12 @@ def test_interrupted_atomic_write_keeps_the_old_file(tmp_path):
 
 
 def test_ctrl_c_exits_130_without_a_traceback(tmp_path, capsys, monkeypatch):
-    import maskgit_lib.inpaint as inpaint_module
+    import maskgit_lib.cli.sample as sample_module
 
     def interrupted(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(inpaint_module, "run_generate", interrupted)
+    monkeypatch.setattr(sample_module, "run_generate", interrupted)
     code, _, err = run(capsys, "generate", "--out", tmp_path / "o")
     assert code == 130 and "maskgit generate: interrupted" in err
 

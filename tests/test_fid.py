@@ -21,7 +21,8 @@ import pytest
 import torch
 from PIL import Image
 
-from maskgit_lib import cli, fid
+from maskgit_lib import cli
+from maskgit_lib.evaluation import fid, inception
 from maskgit_lib.errors import DataError
 
 DEAD_PROXY = "http://127.0.0.1:9"  # nothing listens there: any download fails at once
@@ -62,22 +63,22 @@ def env(tmp_path_factory):
             mp.delenv(var, raising=False)
         mp.setenv("OMP_NUM_THREADS", "1")  # for the pytorch-fid subprocesses
         mp.setattr(torch.hub, "download_url_to_file", _no_download)
-        fid._shared_inception.cache_clear()
+        inception._shared_inception.cache_clear()
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
-        weights = fid.ensure_inception_weights()  # the conversion, once per test session
+        weights = inception.ensure_inception_weights()  # the conversion, once per test session
         a = _write_pngs(root / "a", 8, seed=0, smooth=False)
         b = _write_pngs(root / "b", 8, seed=1, smooth=True)
         yield {"root": root, "weights": weights, "a": a, "b": b}
         torch.set_num_threads(threads)
-        fid._shared_inception.cache_clear()
+        inception._shared_inception.cache_clear()
 
 
 def test_weights_file_is_where_pytorch_fid_looks(env):
     from pytorch_fid.inception import FID_WEIGHTS_URL
 
-    assert fid.WEIGHTS_FILE_NAME == FID_WEIGHTS_URL.rsplit("/", 1)[1]
-    assert env["weights"] == env["root"] / "torch" / "hub" / "checkpoints" / fid.WEIGHTS_FILE_NAME
+    assert inception.WEIGHTS_FILE_NAME == FID_WEIGHTS_URL.rsplit("/", 1)[1]
+    assert env["weights"] == env["root"] / "torch" / "hub" / "checkpoints" / inception.WEIGHTS_FILE_NAME
     assert env["weights"].stat().st_mode & 0o044 == 0o044  # readable by others (shared hub cache)
     state = torch.load(env["weights"], map_location="cpu", weights_only=True)
     assert len(state) == 566
@@ -87,14 +88,14 @@ def test_weights_file_is_where_pytorch_fid_looks(env):
 def test_ensure_is_idempotent_and_fast(env):
     mtime = env["weights"].stat().st_mtime_ns
     start = time.perf_counter()
-    assert fid.ensure_inception_weights() == env["weights"]
+    assert inception.ensure_inception_weights() == env["weights"]
     assert time.perf_counter() - start < 0.5
     assert env["weights"].stat().st_mtime_ns == mtime
 
 
 def test_converted_model_matches_torchscript(env):
-    ts = fid._load_torchscript(fid.torchscript_path())
-    model = fid.build_inception("cpu")
+    ts = inception._load_torchscript(inception.torchscript_path())
+    model = inception.build_inception("cpu")
     x = torch.rand(2, 3, 299, 299, generator=torch.Generator().manual_seed(1)) * 2 - 1  # [-1,1], TF range
     with torch.no_grad():
         ours = model((x + 1) / 2)[0].reshape(2, 2048)  # pytorch-fid: [0,1] in, 2x-1 inside, 299 -> 299

@@ -12,8 +12,8 @@ from maskgit_lib.data import to_uint8
 from maskgit_lib.errors import CheckpointError, ConfigError, DataError
 from maskgit_lib.blend import poisson_blend
 from maskgit_lib.outputs import prepare_output_dir
-from maskgit_lib.inpaint import (Inpainter, InpaintSettings, batch_seed, composite,
-                                 generate_folder, outpaint_folder)
+from maskgit_lib.folders import generate_folder, inpaint_folder, outpaint_folder
+from maskgit_lib.inpaint import Inpainter, InpaintSettings, batch_seed, composite
 from maskgit_lib.transformer import MaskGITTransformer, save_transformer
 from maskgit_lib.vqgan import VQGAN, save_vqgan
 
@@ -194,7 +194,7 @@ def write_lab_folder(root: Path, n: int = 3) -> tuple[Path, Path]:
 
 def test_inpaint_folder_writes_outputs_and_trace(inpainter, tmp_path):
     images_dir, masks_dir = write_lab_folder(tmp_path / "lab")
-    summary = inpainter.inpaint_folder(images_dir, masks_dir, tmp_path / "out", InpaintSettings(steps=3),
+    summary = inpaint_folder(inpainter, images_dir, masks_dir, tmp_path / "out", InpaintSettings(steps=3),
                                        batch_size=2, save_trace=True, progress=False)
     assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == [f"image_{i:03d}.png" for i in range(3)]
     trace = tmp_path / "out" / "trace"
@@ -203,7 +203,7 @@ def test_inpaint_folder_writes_outputs_and_trace(inpainter, tmp_path):
     assert latent.shape == (S, S) and latent[30, 20] == 0 and latent[2, 2] == 255
     assert (np.asarray(Image.open(trace / "image_000_latent03.png")) == 255).all()  # nothing hidden at the end
     assert summary["images"] == 3 and summary["copied"] == [] and 0 < summary["masked_token_fraction"] < 1
-    again = inpainter.inpaint_folder(images_dir, masks_dir, tmp_path / "again", InpaintSettings(steps=3),
+    again = inpaint_folder(inpainter, images_dir, masks_dir, tmp_path / "again", InpaintSettings(steps=3),
                                      batch_size=2, progress=False)
     for i in range(3):
         name = f"image_{i:03d}.png"

@@ -173,7 +173,7 @@ def _stroke_mask(seed: int, size: int = 64) -> torch.Tensor:
 
 
 def test_token_fraction_exceeds_pixel_fraction():
-    """DESIGN.md: on a brush-stroke mask, 23.6% of pixels but 38.7% of tokens are masked."""
+    """docs/course_lab.md: on the lab's sample mask, 23.6% of pixels but 38.7% of tokens are masked."""
     for seed in range(5):
         missing = _stroke_mask(seed)
         pixel_fraction = float(missing.float().mean())

@@ -28,7 +28,7 @@ from maskgit_lib import paths
 from maskgit_lib.cli import main
 from maskgit_lib.config import TransformerConfig, VQGANConfig
 from maskgit_lib.outputs import LOCK_NAME, MARKER_NAME, exclusive_lock
-from maskgit_lib.training import read_csv
+from maskgit_lib.training.logs import read_csv
 from maskgit_lib.transformer import MaskGITTransformer, save_transformer
 from maskgit_lib.vqgan import VQGAN, save_vqgan
 

@@ -13,8 +13,8 @@ import torch
 
 from maskgit_lib.config import VQGANConfig
 from maskgit_lib.errors import ConfigError, DataError
-from maskgit_lib.hole_examples import (MASK_BANK_SIZE, HoleExamples, _dihedral, make_hole_examples, mask_bank,
-                                       mix_hole_examples)
+from maskgit_lib.training.hole_examples import (MASK_BANK_SIZE, HoleExamples, _dihedral, make_hole_examples,
+                                                mask_bank, mix_hole_examples)
 from maskgit_lib.masking import pixel_to_token_mask
 from maskgit_lib.prefill import GRAY_VALUE, get_prefill, gray_prefill, harmonic_fill
 from maskgit_lib.vqgan import VQGAN

@@ -15,8 +15,8 @@ import torch
 from maskgit_lib import paths
 from maskgit_lib.checkpoint import read_weights
 from maskgit_lib.cli import main
-from maskgit_lib.train_vqgan import reconstruction_metrics
-from maskgit_lib.training import load_images_uint8
+from maskgit_lib.training.data import load_images_uint8
+from maskgit_lib.training.vqgan import reconstruction_metrics
 from maskgit_lib.data import list_images
 from maskgit_lib.vqgan import load_vqgan
 

@@ -6,7 +6,8 @@ import json
 import pytest
 import torch
 
-from maskgit_lib import speed
+from maskgit_lib.cli import evaluate
+from maskgit_lib.evaluation import bench, speed, threads
 from maskgit_lib.cli import build_parser
 from maskgit_lib.config import TransformerConfig
 from maskgit_lib.errors import ConfigError
@@ -77,7 +78,7 @@ def tiny_options(tmp_path, sections):
 def test_quick_bench_on_tiny_models_writes_expected_keys(tmp_path):
     opts = tiny_options(tmp_path, ("train", "vqgan", "decode", "attention", "threads"))
     threads = torch.get_num_threads()
-    results = speed.run_benchmark(opts, command="maskgit bench --quick --preset tiny")
+    results = bench.run_bench(opts, command="maskgit bench --quick --preset tiny")
     assert torch.get_num_threads() == threads  # restored
     assert results["errors"] == {}
     assert results["machine"]["torch_threads"] == 1
@@ -104,15 +105,15 @@ def test_quick_bench_on_tiny_models_writes_expected_keys(tmp_path):
 
 def test_unknown_section_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="unknown bench section"):
-        speed.run_benchmark(tiny_options(tmp_path, ("warp",)))
+        bench.run_bench(tiny_options(tmp_path, ("warp",)))
 
 
 def test_failed_section_is_reported_not_raised(tmp_path, monkeypatch):
     def boom(bench):
         raise RuntimeError("no weights here")
 
-    monkeypatch.setitem(speed.SECTION_FUNCS, "fid", boom)
-    results = speed.run_benchmark(tiny_options(tmp_path, ("fid",)))
+    monkeypatch.setitem(bench.SECTION_FUNCS, "fid", boom)
+    results = bench.run_bench(tiny_options(tmp_path, ("fid",)))
     assert "no weights here" in results["errors"]["fid"]
     assert "Sections that failed" in (tmp_path / "bench.md").read_text()
 
@@ -120,15 +121,15 @@ def test_failed_section_is_reported_not_raised(tmp_path, monkeypatch):
 def test_cli_flags_map_to_options():
     args = build_parser("bench").parse_args(["bench", "--quick", "--threads", "1", "--sections", "train,decode",
                                              "--decode-batch", "8"])
-    opts = speed.options_from_args(args)
+    opts = evaluate.options_from_args(args)
     assert opts.quick and opts.threads == 1 and opts.sections == ("train", "decode") and opts.decode_batch == 8
     assert opts.rounds == 1
-    full = speed.options_from_args(build_parser("bench").parse_args(["bench"]))
+    full = evaluate.options_from_args(build_parser("bench").parse_args(["bench"]))
     assert not full.quick and full.decode_batch == 64 and full.sections == speed.SECTIONS
     assert dataclasses.replace(full, quick=True).quick
 
 
 def test_policy_probe_times_every_workload():
-    times = speed.policy_probe("tiny", forward_batch=2, vqgan_batch=2, threads=1, rounds=1)
+    times = threads.policy_probe("tiny", forward_batch=2, vqgan_batch=2, threads=1, rounds=1)
     assert set(times) == {"matmul_1024", "transformer_forward", "transformer_forward_b1", "vqgan_train_step"}
     assert all(t > 0 for t in times.values())

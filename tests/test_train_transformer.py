@@ -8,6 +8,7 @@ only, and the fixed validation masks.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -21,8 +22,11 @@ from torch import nn
 
 from maskgit_lib.checkpoint import load_training_state, read_weights
 from maskgit_lib.cli import main
-from maskgit_lib.config import TrainConfig, VQGANConfig
-from maskgit_lib.train_transformer import cached_tokens, file_sha256, fixed_val_masks, make_train_step
+from maskgit_lib.config import TrainConfig, TransformerConfig, VQGANConfig
+from maskgit_lib.errors import ConfigError
+from maskgit_lib.training import TransformerRun, train_transformer
+from maskgit_lib.training.tokens import cached_tokens, file_sha256
+from maskgit_lib.training.transformer import fixed_val_masks, make_train_step
 from maskgit_lib.vqgan import VQGAN, save_vqgan
 
 
@@ -127,8 +131,8 @@ def test_views_and_dropout_flags(env, tmp_path, capsys):
 
 
 def test_view_tokens_are_the_tokens_of_the_viewed_images(env, tmp_path):
-    from maskgit_lib.train_transformer import token_cache_key
-    from maskgit_lib.training import load_images_uint8
+    from maskgit_lib.training.data import load_images_uint8
+    from maskgit_lib.training.tokens import token_cache_key
     from maskgit_lib.views import apply_view
     from maskgit_lib.vqgan import load_vqgan
 
@@ -200,3 +204,30 @@ def test_fixed_val_masks_are_deterministic():
     a, b = fixed_val_masks(5, 256, "cosine"), fixed_val_masks(5, 256, "cosine")
     assert torch.equal(a, b) and a.dtype == torch.bool and a.any(1).all()
     assert not torch.equal(a, fixed_val_masks(5, 256, "cosine", seed=1))
+
+
+def test_python_api_and_cli_write_bitwise_the_same_weights(env, tmp_path):
+    assert main(["train-transformer", "--preset", "tiny", "--data", str(env["data"]), "--vqgan-checkpoint",
+                 str(env["vqgan"]), "--out", str(tmp_path / "cli"), "--device", "cpu", "--batch-size", "4",
+                 "--max-steps", "3", "--val-every", "2", "--ckpt-every", "2", "--no-progress"]) == 0
+    run = TransformerRun.default(preset="tiny", device="cpu", data_dir=env["data"], vqgan_checkpoint=env["vqgan"],
+                                 out_dir=tmp_path / "py", progress=False)
+    run = dataclasses.replace(run, train=dataclasses.replace(run.train, batch_size=4, max_steps=3, val_every=2,
+                                                             ckpt_every=2))
+    summary = train_transformer(run)
+    assert summary["steps"] == 3 and summary["metrics"]["num_masked"] > 0
+    cli_summary = json.loads((tmp_path / "cli" / "summary.json").read_text())
+    assert summary["train_config"] == cli_summary["train_config"] and summary["metrics"] == cli_summary["metrics"]
+    by_cli, _ = read_weights(tmp_path / "cli" / "final.safetensors")
+    by_python, _ = read_weights(tmp_path / "py" / "final.safetensors")
+    assert by_cli.keys() == by_python.keys() and all(torch.equal(by_cli[k], by_python[k]) for k in by_cli)
+
+
+def test_python_api_refuses_bad_settings_before_loading_anything(tmp_path):
+    run = TransformerRun.default(preset="tiny", device="cpu", data_dir=tmp_path / "nowhere", out_dir=tmp_path / "r")
+    assert run.model == TransformerConfig.preset("tiny") and run.train.batch_size == 8 and not run.train.bf16
+    with pytest.raises(ConfigError, match="max-minutes"):
+        train_transformer(dataclasses.replace(run, train=dataclasses.replace(run.train, max_steps=0)))
+    with pytest.raises(ConfigError, match="weights_dtype"):
+        train_transformer(dataclasses.replace(run, weights_dtype="int8"))
+    assert not (tmp_path / "r").exists()

@@ -13,10 +13,11 @@ from torch import nn
 from maskgit_lib.checkpoint import load_training_state, read_weights, save_training_state, save_weights
 from maskgit_lib.config import TrainConfig
 from maskgit_lib.errors import ConfigError
-from maskgit_lib.training import (
-    CsvLogger, DistContext, EpochSampler, NonFiniteLossError, Trainer, check_train_config, lr_at, param_groups,
-    plot_curves, read_csv, rng_state, set_rng_state,
-)
+from maskgit_lib.runtime import DistContext
+from maskgit_lib.training.logs import CsvLogger, plot_curves, read_csv
+from maskgit_lib.training.loop import NonFiniteLossError, Trainer, TrainSession, TrainTask
+from maskgit_lib.training.optim import EpochSampler, check_train_config, lr_at, param_groups
+from maskgit_lib.training.state import rng_state, set_rng_state
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -133,10 +134,10 @@ def toy_trainer(run_dir, cfg, *, nan_at=None, stop_at_step=None, resume=True):
     def save_final(path, metrics):
         save_weights(path, model.state_dict(), model_type="toy", config={}, metrics=metrics)
 
-    return Trainer(kind="toy", run_dir=run_dir, cfg=cfg, ctx=DistContext(torch.device("cpu")), model=model,
-                   model_config={"width": 16}, train_step=step, validate=validate, save_final=save_final,
-                   num_train=len(X), loss_names=["loss"], val_names=["mse"], stop_at_step=stop_at_step,
-                   resume=resume, show_progress=False)
+    task = TrainTask(kind="toy", model=model, model_config={"width": 16}, train_step=step, validate=validate,
+                     save_final=save_final, num_train=len(X), loss_names=["loss"], val_names=["mse"])
+    session = TrainSession(run_dir=run_dir, stop_at_step=stop_at_step, resume=resume, show_progress=False)
+    return Trainer(task, cfg, DistContext(torch.device("cpu")), session)
 
 
 CFG = TrainConfig(batch_size=4, lr=1e-2, warmup_steps=2, max_steps=12, val_every=4, ckpt_every=3, log_every=2)
@@ -201,11 +202,20 @@ def test_bf16_on_a_cpu_without_native_bf16_warns(monkeypatch, caplog, native):
     import argparse
     import logging
 
-    from maskgit_lib import speed
-    from maskgit_lib.training import train_config_from_args
+    from maskgit_lib.cli import train as cli_train
+    from maskgit_lib.cli.train import train_config_from_flags
 
-    monkeypatch.setattr(speed, "native_bf16", lambda device: native)
-    with caplog.at_level(logging.WARNING, logger="maskgit_lib.training"):
-        cfg = train_config_from_args(argparse.Namespace(bf16=True), {}, torch.device("cpu"))
+    monkeypatch.setattr(cli_train, "native_bf16", lambda device: native)
+    with caplog.at_level(logging.WARNING, logger="maskgit_lib.cli.train"):
+        cfg = train_config_from_flags(argparse.Namespace(bf16=True, device="cpu"), TrainConfig())
     assert cfg.bf16
     assert ("without native bf16" in caplog.text) is (not native)
+
+
+def test_an_old_state_with_num_workers_still_resumes(tmp_path):
+    assert "num_workers" not in {f.name for f in dataclasses.fields(TrainConfig)}
+    toy_trainer(tmp_path, CFG, stop_at_step=3).run()
+    state = load_training_state(tmp_path / "state.pt")
+    state["train_config"]["num_workers"] = 0  # written before TrainConfig.num_workers was removed
+    save_training_state(tmp_path / "state.pt", state)
+    assert toy_trainer(tmp_path, CFG).run()["resumed_from_step"] == 3

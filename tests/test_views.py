@@ -55,3 +55,19 @@ def test_bad_images_are_refused():
         apply_view(torch.zeros(3, 64, 64, dtype=torch.uint8), "flip")
     with pytest.raises(ConfigError, match="uint8"):
         apply_view(torch.zeros(1, 3, 64, 64), "small")
+
+
+def test_one_flip_for_the_whole_library():
+    from maskgit_lib.training.data import random_hflip
+    from maskgit_lib.training.hole_examples import _dihedral
+    from maskgit_lib.views import hflip
+
+    x = _images()
+    assert torch.equal(hflip(x), x.flip(-1)) and hflip(x).data_ptr() != x.data_ptr()
+    assert torch.equal(apply_view(x, "flip"), hflip(x))
+    flipped = random_hflip(x, torch.Generator().manual_seed(0))  # each image: itself or its mirror
+    assert all(torch.equal(f, i) or torch.equal(f, hflip(i)) for f, i in zip(flipped, x))
+    masks = torch.rand(8, 16, 16, generator=torch.Generator().manual_seed(1)) < 0.3
+    which = torch.arange(8)
+    expected = [torch.rot90(m.transpose(-1, -2) if k & 4 else m, k & 3, dims=(-2, -1)) for k, m in zip(range(8), masks)]
+    assert torch.equal(_dihedral(masks, which), torch.stack(expected))  # the cached hole examples stay valid

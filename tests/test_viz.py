@@ -22,21 +22,21 @@ def _renders(fig: Figure) -> bytes:
     return png
 
 
-def test_to_uint8_maps_range_and_layout():
+def test_to_pixels_maps_range_and_layout():
     x = torch.tensor([-1.0, 0.0, 1.0, 2.0]).view(1, 1, 1, 4).expand(1, 3, 1, 4)
-    out = viz.to_uint8(x)
+    out = viz.to_pixels(x)
     assert out.dtype == np.uint8 and out.shape == (1, 1, 4, 3)
     assert out[0, 0, :, 0].tolist() == [0, 128, 255, 255]
-    assert viz.to_uint8(x[0]).shape == (1, 4, 3)
+    assert viz.to_pixels(x[0]).shape == (1, 4, 3)
     with pytest.raises(ValueError):
-        viz.to_uint8(torch.zeros(2, 4, 8, 8))
+        viz.to_pixels(torch.zeros(2, 4, 8, 8))
 
 
 def test_image_grid_layout():
     images = _images(5)
     grid = viz.image_grid(images, ncols=3, pad=2)
     assert grid.shape == (2 * 66 - 2, 3 * 66 - 2, 3) and grid.dtype == np.uint8
-    assert np.array_equal(grid[66:130, 0:64], viz.to_uint8(images[3]))
+    assert np.array_equal(grid[66:130, 0:64], viz.to_pixels(images[3]))
     assert (grid[64:66] == 255).all()
 
 

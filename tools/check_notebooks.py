@@ -1,7 +1,7 @@
 """Fail if any notebook is stored with outputs or execution counts.
 
 Usage: python tools/check_notebooks.py notebooks/
-Notebooks are committed stripped (DESIGN.md section 6); run
+Notebooks are committed stripped (docs/architecture.md, "Notebooks"); run
 ``python tools/check_notebooks.py --strip notebooks/`` to strip them in place.
 """
 

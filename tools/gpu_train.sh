@@ -4,7 +4,7 @@
 # smoke: a few steps of each stage (checks the environment); full: ~8.5 minutes
 #   (HOLE_FRACTION=0.5 trains the transformer with hole examples from the start, VIEWS=id,flip,small,... on more
 #   views of each image; the shipped transformer's two-stage recipe is in checkpoints/README.md).
-# holes: fine-tune the shipped transformer with hole examples (maskgit_lib.hole_examples)
+# holes: fine-tune the shipped transformer with hole examples (maskgit_lib.training.hole_examples)
 #        for HOLES_MINUTES (default 1.5) minutes; DEVICE=cpu HOLES_STEPS=2 tries it on a CPU.
 # sweep: train the transformer variants of SWEEP (below) from scratch on the shipped VQGAN, all at once on one
 #        GPU, each until SWEEP_SECONDS (default 530) after the start; float16 weights OUT/<name>.safetensors.

@@ -10,19 +10,19 @@ import sys
 
 import torch
 
-from maskgit_lib import benchmark as B
-from maskgit_lib.fid import frechet_distance_from_features
+from maskgit_lib.evaluation import benchmark, rows, tracks
+from maskgit_lib.evaluation.fid import frechet_distance_from_features
 from maskgit_lib.inpaint import Inpainter, InpaintSettings
 
 n, threads, variants = int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3])
 torch.set_num_threads(threads)
-data = B.load_tracks(None, ("freeform",), n)["freeform"]
+data = tracks.load_tracks(None, ("freeform",), n)["freeform"]
 dev = torch.device("cpu")
 inpainter = Inpainter.from_checkpoints(transformer_path=os.environ.get("TF"), device="cpu")
-gt_feats = B.gt_features(data, dev)
+gt_feats = tracks.gt_features(data, dev)
 for fields in variants:
-    row = B.Row("freeform", "maskgit", InpaintSettings(**fields))
-    out, seconds = B.run_maskgit_group(inpainter, data, [row], batch_size=64, seed=0)[row]  # the benchmark's batches
-    fid = frechet_distance_from_features(B.features(out, dev), gt_feats)
-    psnr = B.hole_metrics(out, data.gt, data.pixel_missing)["psnr_hole_db"]
+    row = rows.Row("freeform", "maskgit", InpaintSettings(**fields))
+    out, seconds = benchmark.run_maskgit_group(inpainter, data, [row], batch_size=64, seed=0)[row]  # the benchmark's batches
+    fid = frechet_distance_from_features(tracks.features(out, dev), gt_feats)
+    psnr = tracks.hole_metrics(out, data.gt, data.pixel_missing)["psnr_hole_db"]
     print(json.dumps(fields), f"FID {fid:.2f} PSNR {psnr:.2f} t {seconds:.1f}s", flush=True)

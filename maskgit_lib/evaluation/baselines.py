@@ -28,9 +28,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .data import from_uint8, to_uint8
-from .errors import ConfigError, DataError
-from .prefill import GRAY
+from ..data import from_uint8, to_uint8
+from ..errors import ConfigError, DataError
+from ..masks import GRAY
 
 InpaintFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 CV2_RADIUS = 3

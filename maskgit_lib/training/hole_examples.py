@@ -3,8 +3,9 @@
 Plain MVTM hides random, scattered tokens of a *clean* token grid. At
 inpainting time the model sees something else: one or a few contiguous holes
 (brush strokes), and context tokens encoded from an image whose holes were
-filled (see :mod:`maskgit_lib.prefill`), which differ from the clean image's
-tokens near and even far from the holes (the encoder has global attention).
+filled (see :mod:`maskgit_lib.prefill`, shown in notebooks/04_iterative_decoding.ipynb,
+section 4), which differ from the clean image's tokens near and even far from
+the holes (the encoder has global attention).
 
 A hole example reproduces the inference input exactly::
 
@@ -28,11 +29,16 @@ from dataclasses import dataclass
 
 import torch
 
-from .masking import pixel_to_token_mask
-from .prefill import get_prefill
+from ..data import from_uint8
+from ..masking import pixel_to_token_mask
+from ..masks import brush_stroke_mask
+from ..prefill import get_prefill
+from ..runtime import exact_fp32
+from ..views import hflip
 
 HOLE_FORMAT = 1
 MASK_BANK_SIZE = 512
+HOLE_PREFILL = "harmonic"  # hole examples encode what Inpainter encodes with its default prefill
 
 
 @dataclass
@@ -56,28 +62,31 @@ class HoleExamples:
 
 def mask_bank(count: int, size: int, seed: int) -> torch.Tensor:
     """``count`` brush-stroke hole masks: bool (count, size, size), True = missing (deterministic)."""
-    from .data_prep import brush_stroke_mask
-
     gen = torch.Generator().manual_seed(seed)
     return torch.stack([brush_stroke_mask(size, gen) for _ in range(count)])
 
 
 def _dihedral(masks: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
-    """Apply one of the 8 flips/rotations ``which`` (B,) in 0..7 to each mask of (B, S, S)."""
+    """Apply one of the 8 flips/rotations ``which`` (B,) in 0..7 to each mask of (B, S, S).
+
+    ``which = 4f + r``: mirror if ``f`` (:func:`maskgit_lib.views.hflip`) and turn by
+    ``r`` quarter turns; a mirror is followed by one more quarter turn, so that bit 4
+    transposes the mask (mirror + quarter turn = transpose).
+    """
     out = masks.clone()
     for k in range(8):
         sel = which == k
         if sel.any():
             m = masks[sel]
             if k & 4:
-                m = m.transpose(-1, -2)
-            out[sel] = torch.rot90(m, k & 3, dims=(-2, -1))
+                m = hflip(m)
+            out[sel] = torch.rot90(m, (k & 3) + (1 if k & 4 else 0), dims=(-2, -1))
     return out
 
 
 @torch.no_grad()
 def make_hole_examples(vqgan: torch.nn.Module, images_u8: torch.Tensor, variants: int, seed: int,
-                       prefill: str = "harmonic", batch_size: int = 256) -> HoleExamples:
+                       prefill: str = HOLE_PREFILL, batch_size: int = 256) -> HoleExamples:
     """Build ``variants`` hole examples for each image.
 
     Args:
@@ -89,10 +98,8 @@ def make_hole_examples(vqgan: torch.nn.Module, images_u8: torch.Tensor, variants
         batch_size: images per VQGAN encode.
 
     Returns:
-        :class:`HoleExamples` on the CPU.
+        :class:`HoleExamples` on the CPU: context int64 (N, V, L), is_masked bool (N, V, L).
     """
-    from .training import exact_fp32, images_to_float
-
     n, size = images_u8.shape[0], images_u8.shape[-1]
     fill = get_prefill(prefill)
     gen = torch.Generator().manual_seed(seed)
@@ -107,7 +114,7 @@ def make_hole_examples(vqgan: torch.nn.Module, images_u8: torch.Tensor, variants
         for lo in range(0, n * variants, batch_size):
             rows = flat[lo:lo + batch_size]
             missing = _dihedral(bank[pick.flatten()[lo:lo + batch_size]], turn.flatten()[lo:lo + batch_size])
-            images = images_to_float(images_u8[rows].to(device))  # (b, 3, S, S)
+            images = from_uint8(images_u8[rows].to(device))  # (b, 3, S, S) in [-1, 1]
             missing = missing.to(device)
             context.append(vqgan.encode_to_tokens(fill(images, missing)).flatten(1).cpu())  # (b, L)
             hidden.append(pixel_to_token_mask(missing, factor=factor).cpu())  # (b, L)

@@ -1,9 +1,17 @@
 """maskgit_lib: a small library for the MaskGIT image-inpainting course.
 
-Modules (one topic each): ``config``, ``paths``, ``checkpoint``, ``data``,
-``data_prep``, ``fid``, ``vqgan``, ``attention``, ``transformer``, ``masking``,
-``decoding``, ``inpaint``, ``training``, ``train_vqgan``, ``train_transformer``,
-``viz``, ``widgets``, ``benchmark``, ``cli``. Nothing runs at import time.
+Layers, lowest first; a module imports only its own layer or lower (``tests/test_layering.py``
+checks it, ``docs/architecture.md`` draws it):
+
+- foundations: ``errors``, ``paths``, ``config``, ``runtime``, ``outputs``, ``checkpoint``
+- data: ``data``, ``masks``, ``views``, ``data_prep``
+- the course's algorithms: ``attention``, ``quantizer``, ``discriminator``, ``masking``, ``prefill``, ``blend``
+- models, sampler, figures: ``transformer``, ``vqgan``, ``decoding``, ``viz``
+- the inpainting API: ``inpaint``, ``folders``, ``widgets``
+- ``training/`` (``train_vqgan``, ``train_transformer``), ``evaluation/`` (FID, baselines, benchmark, speed)
+- ``cli/``: the ``maskgit`` command, a thin shell over the functions above.
+
+Nothing runs at import time.
 """
 
 __version__ = "0.1.0"

@@ -1,5 +1,8 @@
 """Multi-head self-attention, written out from scratch, plus a fast SDPA path.
 
+Derived in ``notebooks/01_attention_from_scratch.ipynb``, sections 1 (scaled dot-product attention by hand)
+and 2 (multi-head, checked against ``torch.nn.MultiheadAttention``).
+
 Scaled dot-product attention (Vaswani et al., 2017, eq. 1):
 
     Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V

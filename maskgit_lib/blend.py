@@ -1,5 +1,7 @@
 """Putting the decoded hole content back into the image (compositing).
 
+Derived in ``notebooks/04_iterative_decoding.ipynb``, section 5 (paste vs Poisson blending).
+
 The VQGAN decodes a whole image, but only its hole pixels are new: the known
 pixels are pasted back from the input (the lab's ``paste``). Where the decoded
 image does not match the known pixels at the hole's border (another shade, a

@@ -1,5 +1,7 @@
 """Inpainting, outpainting and unconditional generation with a trained MaskGIT.
 
+Used from ``notebooks/04_iterative_decoding.ipynb`` on (section 2 onwards) and in ``notebooks/06_fid.ipynb``.
+
 One sampler serves all three tasks (``docs/maskgit_algorithm.md``, ``docs/course_lab.md``)::
 
     tokens    = VQGAN.encode(prefill(images, pixel_missing))   # (B, L); holes: gray (lab) or harmonic

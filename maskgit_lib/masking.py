@@ -1,5 +1,8 @@
 """Mask schedules gamma(r), MVTM training masks, and pixel -> token masks.
 
+Derived in ``notebooks/05_mask_schedules.ipynb``, section 1 (the schedules), and
+``notebooks/03_mvtm_training.ipynb``, sections 2-4 (the MVTM mask and the inverted-mask bug).
+
 A mask schedule gamma: [0, 1] -> [0, 1] gives the fraction of tokens that are
 masked. It is non-increasing with gamma(0) = 1 (everything hidden) and
 gamma(1) = 0 (nothing hidden). Training draws r ~ U(0, 1) per image and hides

@@ -1,5 +1,7 @@
 """Filling holes before tokenization: what the VQGAN encoder sees in the missing pixels.
 
+Derived in ``notebooks/04_iterative_decoding.ipynb``, section 4 (gray vs harmonic fill).
+
 The lab paints holes gray (128) and encodes that image. Our VQGAN's encoder has
 self-attention over the whole 16x16 grid, so a gray blob changes the token ids of
 *known* regions too (about three quarters of them on the test set), and the

@@ -1,5 +1,8 @@
 """Vector quantizer of the VQGAN tokenizer (VQ-VAE, van den Oord et al. 2017).
 
+Derived in ``notebooks/02_vqgan_tokenizer.ipynb``, sections 1 (nearest-code quantization by hand)
+and 2 (the straight-through estimator).
+
 Each encoder output vector ``z`` is replaced by its nearest codebook vector
 ``e_k`` (L2 distance); ``k`` is the image token. Gradients skip the
 non-differentiable lookup with the straight-through estimator

@@ -1,5 +1,8 @@
 """MaskGIT stage 2: the bidirectional transformer over VQGAN tokens.
 
+Its attention is derived in ``notebooks/01_attention_from_scratch.ipynb`` (sections 1-2; section 5
+looks at the trained model's attention maps).
+
 Architecture (the course lab's ``BidirectionalTransformer``, BERT-style):
 
     h0 = Dropout(LN(E_tok[tokens] + E_pos))                    # (B, L, D)

@@ -1,5 +1,7 @@
 """VQGAN tokenizer (MaskGIT stage 1): 64x64 RGB image <-> 16x16 grid of codebook ids.
 
+Shown in ``notebooks/02_vqgan_tokenizer.ipynb``, sections 3-7 (tokens, reconstructions, codebook use).
+
 Architecture (taming-transformers, Esser et al. 2021; sizes in
 :class:`~maskgit_lib.config.VQGANConfig`)::
 

@@ -27,23 +27,12 @@ from maskgit_lib.checkpoint import read_weights, save_training_state
 from maskgit_lib.cli import main
 from maskgit_lib.config import TransformerConfig, VQGANConfig, config_to_dict
 from maskgit_lib.errors import CheckpointError
-from maskgit_lib.transformer import MaskGITTransformer, load_transformer, save_transformer
-from maskgit_lib.vqgan import VQGAN, load_vqgan, save_vqgan
+from maskgit_lib.transformer import load_transformer
+from maskgit_lib.vqgan import load_vqgan
 
 S = 64
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-@pytest.fixture(scope="module")
-def ckpts(tmp_path_factory) -> Path:
-    """Tiny random VQGAN and transformer under the default file names."""
-    folder = tmp_path_factory.mktemp("ckpts")
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        save_vqgan(VQGAN(VQGANConfig.preset("tiny")), folder / paths.VQGAN_CHECKPOINT_NAME)
-        save_transformer(MaskGITTransformer(TransformerConfig.preset("tiny")),
-                         folder / paths.TRANSFORMER_CHECKPOINT_NAME)
-    return folder
 
 
 @pytest.fixture(autouse=True)

@@ -4,32 +4,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from maskgit_lib import paths
 from maskgit_lib.cli import main
-from maskgit_lib.config import TransformerConfig, VQGANConfig
 from maskgit_lib.outputs import claim_output_dir
-from maskgit_lib.transformer import MaskGITTransformer, save_transformer
-from maskgit_lib.vqgan import VQGAN, save_vqgan
 
 S = 64
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-@pytest.fixture(scope="module")
-def ckpts(tmp_path_factory) -> Path:
-    """A checkpoint folder holding tiny models under the default file names."""
-    folder = tmp_path_factory.mktemp("ckpts")
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        save_vqgan(VQGAN(VQGANConfig.preset("tiny")), folder / paths.VQGAN_CHECKPOINT_NAME)
-        save_transformer(MaskGITTransformer(TransformerConfig.preset("tiny")),
-                         folder / paths.TRANSFORMER_CHECKPOINT_NAME)
-    return folder
 
 
 def draw_image(i: int) -> np.ndarray:

@@ -24,6 +24,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import save_tiny_models
 from maskgit_lib import data, paths
 from maskgit_lib.outputs import atomic_write
 from maskgit_lib.checkpoint import load_training_state, read_weights, save_training_state, save_weights
@@ -49,12 +50,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory) -> Path:
     """Tiny random models under the default file names, plus a transformer of another codebook size."""
-    folder = tmp_path_factory.mktemp("ckpts")
+    folder = save_tiny_models(tmp_path_factory.mktemp("ckpts"))
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        save_vqgan(VQGAN(VQGANConfig.preset("tiny")), folder / paths.VQGAN_CHECKPOINT_NAME)
         tiny = TransformerConfig.preset("tiny")
-        save_transformer(MaskGITTransformer(tiny), folder / paths.TRANSFORMER_CHECKPOINT_NAME)
         save_transformer(MaskGITTransformer(dataclasses.replace(tiny, codebook_size=32)), folder / "k32.safetensors")
     return folder
 

@@ -31,9 +31,6 @@ from PIL import Image
 from maskgit_lib import paths
 from maskgit_lib.evaluation import fid, inception
 from maskgit_lib.cli import main
-from maskgit_lib.config import TransformerConfig, VQGANConfig
-from maskgit_lib.transformer import MaskGITTransformer, save_transformer
-from maskgit_lib.vqgan import VQGAN, save_vqgan
 
 S = 64
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -74,17 +71,6 @@ def good(tmp_path_factory) -> bytes:
         mp.setattr(torch.hub, "download_url_to_file", _no_download)
         return inception.ensure_inception_weights().read_bytes()
 
-
-@pytest.fixture(scope="module")
-def ckpts(tmp_path_factory) -> Path:
-    """Tiny random models under the default file names."""
-    folder = tmp_path_factory.mktemp("ckpts")
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        save_vqgan(VQGAN(VQGANConfig.preset("tiny")), folder / paths.VQGAN_CHECKPOINT_NAME)
-        save_transformer(MaskGITTransformer(TransformerConfig.preset("tiny")),
-                         folder / paths.TRANSFORMER_CHECKPOINT_NAME)
-    return folder
 
 
 def smooth_images(n: int, seed: int) -> list[np.ndarray]:

@@ -15,30 +15,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from maskgit_lib import data, paths
 from maskgit_lib.cli import main
-from maskgit_lib.config import TransformerConfig, VQGANConfig
 from maskgit_lib.decoding import check_steps_fit
 from maskgit_lib.errors import ConfigError, DataError
-from maskgit_lib.transformer import MaskGITTransformer, save_transformer
-from maskgit_lib.vqgan import VQGAN, save_vqgan
 
 S = 64
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-@pytest.fixture(scope="module")
-def ckpts(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("ckpts")
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        save_vqgan(VQGAN(VQGANConfig.preset("tiny")), folder / paths.VQGAN_CHECKPOINT_NAME)
-        tiny = TransformerConfig.preset("tiny")
-        save_transformer(MaskGITTransformer(tiny), folder / paths.TRANSFORMER_CHECKPOINT_NAME)
-    return folder
 
 
 @pytest.fixture(autouse=True)

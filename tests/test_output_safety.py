@@ -21,31 +21,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from maskgit_lib import paths
 from maskgit_lib.cli import main
-from maskgit_lib.config import TransformerConfig, VQGANConfig
 from maskgit_lib.outputs import LOCK_NAME, MARKER_NAME, exclusive_lock
 from maskgit_lib.training.logs import read_csv
-from maskgit_lib.transformer import MaskGITTransformer, save_transformer
-from maskgit_lib.vqgan import VQGAN, save_vqgan
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TRAIN = ["--preset", "tiny", "--device", "cpu", "--batch-size", "4", "--max-steps", "2", "--val-every", "2",
          "--ckpt-every", "2", "--log-every", "1", "--no-progress"]
 
-
-@pytest.fixture(scope="module")
-def ckpts(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("ckpts")
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        save_vqgan(VQGAN(VQGANConfig.preset("tiny")), folder / paths.VQGAN_CHECKPOINT_NAME)
-        save_transformer(MaskGITTransformer(TransformerConfig.preset("tiny")), folder / paths.TRANSFORMER_CHECKPOINT_NAME)
-    return folder
 
 
 @pytest.fixture(autouse=True)

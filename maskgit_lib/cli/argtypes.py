@@ -9,6 +9,9 @@ from __future__ import annotations
 import argparse
 from typing import Callable
 
+from ..errors import ConfigError
+from ..masking import get_schedule
+
 
 def int_at_least(low: int) -> Callable[[str], int]:
     """An argparse type: an integer >= ``low`` (message: "must be an integer >= 1, got -3")."""
@@ -49,3 +52,36 @@ def dropout_rate(text: str) -> float:
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"expected a dropout rate in [0, 1), got {text!r}")
     return value
+
+
+def nonnegative_float(text: str) -> float:
+    """An argparse type: a finite number >= 0 (temperatures)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    if value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """An argparse type: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1), got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1), got {text}")
+    return value
+
+
+def schedule_arg(text: str) -> str:
+    """An argparse type: a schedule name that :func:`~maskgit_lib.masking.get_schedule` knows."""
+    try:
+        get_schedule(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text

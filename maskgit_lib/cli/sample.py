@@ -12,50 +12,17 @@ import dataclasses
 from pathlib import Path
 
 from .. import paths
-from ..errors import ConfigError
 from ..evaluation import demo
 from ..folders import generate_folder, inpaint_folder, outpaint_folder
 from ..inpaint import Inpainter, InpaintSettings
-from ..masking import get_schedule
 from ..outputs import prepare_output_dir
-from .argtypes import int_at_least, seed_int
+from .argtypes import fraction, int_at_least, nonnegative_float, schedule_arg, seed_int
 
 
 def settings_from_args(args: argparse.Namespace) -> InpaintSettings:
     """Build :class:`InpaintSettings` from parsed CLI arguments (fields absent from ``args`` keep defaults)."""
     fields = {f.name for f in dataclasses.fields(InpaintSettings)}
     return InpaintSettings(**{k: v for k, v in vars(args).items() if k in fields})
-
-
-def _float_at_least_zero(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-    if value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1), got {text!r}") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1), got {text}")
-    return value
-
-
-def schedule_arg(text: str) -> str:
-    """An argparse type: a schedule name that :func:`~maskgit_lib.masking.get_schedule` knows."""
-    try:
-        get_schedule(text)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
 
 
 def add_sampler_arguments(parser: argparse.ArgumentParser, batch_size: int = 64) -> None:
@@ -69,9 +36,9 @@ def add_sampler_arguments(parser: argparse.ArgumentParser, batch_size: int = 64)
     g.add_argument("--seed", type=seed_int, default=0, metavar="N", help="random seed (default 0)")
     g.add_argument("--confidence", choices=("official", "lab"), default="official",
                    help="official: log p of a sampled token; lab: argmax probability (the lab's defect)")
-    g.add_argument("--choice-temperature", type=_float_at_least_zero, default=4.5, metavar="C",
+    g.add_argument("--choice-temperature", type=nonnegative_float, default=4.5, metavar="C",
                    help="Gumbel noise on the confidence, annealed (default 4.5)")
-    g.add_argument("--temperature", dest="sampling_temperature", type=_float_at_least_zero, default=1.0,
+    g.add_argument("--temperature", dest="sampling_temperature", type=nonnegative_float, default=1.0,
                    metavar="TAU",
                    help="sampling temperature, 0 = argmax (default 1.0)")
     g.add_argument("--prefill", choices=("harmonic", "gray"), default="harmonic",
@@ -165,7 +132,7 @@ def add_outpaint_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, metavar="DIR",
                         help="output folder (created; never the input folder)")
     add_overwrite_argument(parser)
-    parser.add_argument("--keep", type=_fraction, default=0.5, metavar="F",
+    parser.add_argument("--keep", type=fraction, default=0.5, metavar="F",
                         help="side of the kept centred square, as a fraction of the image (default 0.5)")
     parser.add_argument("--limit", type=int_at_least(1), default=None, metavar="N", help="only the first N images")
     add_sampler_arguments(parser)

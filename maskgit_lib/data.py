@@ -180,15 +180,17 @@ def _resize_mask(known: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(im) == 255
 
 
-def load_mask(path: str | os.PathLike, size: int | None = None, threshold: bool = False) -> torch.Tensor:
-    """Load a hole mask in the lab's convention (0 = missing, 255 = known).
+def load_mask(path: str | os.PathLike, size: int | None = None, threshold: bool = False,
+              mask_convention: str = "lab") -> torch.Tensor:
+    """Load a hole mask: ``mask_convention`` "lab" (0 = missing, 255 = known) or "white_is_hole" (255 = missing).
 
     Args:
         path: 8-bit grayscale mask image (RGB masks are converted to gray).
         size: if given, the mask is centre-cropped to a square and resized to
             ``size``; a resized pixel is known only if every source pixel under
             it is known (the conservative choice, like the lab's token rule).
-        threshold: accept non-binary masks: values < 128 become missing.
+        threshold: accept non-binary masks: values < 128 become missing (>= 128 with "white_is_hole").
+        mask_convention: "lab" or "white_is_hole" (diffusers/OpenCV: white = hole).
 
     Returns:
         pixel_missing: bool (H, W), True = missing pixel.
@@ -198,28 +200,33 @@ def load_mask(path: str | os.PathLike, size: int | None = None, threshold: bool 
             and 255 while ``threshold`` is off.
     """
     path = Path(path)
-    return _mask_tensor(_open(path), path, size, threshold)
+    return _mask_tensor(_open(path), path, size, threshold, mask_convention)
 
 
-def _mask_tensor(im: Image.Image, path: Path, size: int | None, threshold: bool) -> torch.Tensor:
+def _mask_tensor(im: Image.Image, path: Path, size: int | None, threshold: bool,
+                 convention: str = "lab") -> torch.Tensor:
     """Decoded mask image -> pixel_missing bool (H, W); see :func:`load_mask`."""
     gray = np.asarray(im.convert("L") if im.mode in ("L", "1") else _to_rgb(im).convert("L"))  # (H, W) uint8
+    lab = convention == "lab"
     if threshold:
-        known = gray >= 128
+        known = (gray >= 128) == lab
     else:
         values = np.unique(gray)
         if not np.isin(values, (0, 255)).all():
             shown = ", ".join(str(v) for v in values[:8]) + (", ..." if len(values) > 8 else "")
-            raise DataError(f"Mask {path} is not binary (values {shown}); expected only 0 (missing) and "
-                            "255 (known). Pass threshold=True (CLI: --threshold) to treat values < 128 as missing.")
-        known = gray == 255
+            meaning = ("0 (missing) and 255 (known)", "< 128") if lab else ("0 (known) and 255 (hole)", ">= 128")
+            raise DataError(f"Mask {path} is not binary (values {shown}); expected only {meaning[0]}. Pass "
+                            f"threshold=True (CLI: --threshold) to treat values {meaning[1]} as missing.")
+        known = gray == (255 if lab else 0)
     fraction = 1.0 - float(known.mean()) if known.size else 0.0  # at the mask's own resolution, before resizing
     if size is not None:
         known = _resize_mask(known, size)
     pixel_missing = torch.from_numpy(~known)  # (H, W) bool
     if fraction > INVERTED_WARNING_FRACTION:
-        logger.warning("Mask %s marks %.0f%% of pixels missing (value 0); the convention is 0 = missing, "
-                       "255 = known, so this mask may be inverted.", path, 100 * fraction)
+        value, rule, other = ("0", "0 = missing, 255 = known", "white_is_hole") if lab else ("255", "255 = hole", "lab")
+        logger.warning("Mask %s marks %.0f%% of pixels missing (value %s); the convention is %s, so this mask may be "
+                       "inverted: if so pass --mask-convention %s (Python: mask_convention=\"%s\").",
+                       path, 100 * fraction, value, rule, other, other)
     return pixel_missing
 
 
@@ -329,7 +336,7 @@ class InpaintFolder(torch.utils.data.Dataset):
         images_dir: masked images (holes may hold any colour, the lab uses gray 128).
         masks_dir: masks, 0 = missing, 255 = known.
         size: output side in pixels.
-        threshold: accept non-binary masks (values < 128 missing).
+        threshold: accept non-binary masks (values < 128 missing). mask_convention: see :func:`load_mask`.
         gt_dir: optional ground-truth folder (``image_NNN.png``), see :meth:`ground_truth`.
 
     Items:
@@ -342,9 +349,10 @@ class InpaintFolder(torch.utils.data.Dataset):
     """
 
     def __init__(self, images_dir: str | os.PathLike, masks_dir: str | os.PathLike, size: int = 64,
-                 threshold: bool = False, gt_dir: str | os.PathLike | None = None) -> None:
+                 threshold: bool = False, gt_dir: str | os.PathLike | None = None,
+                 mask_convention: str = "lab") -> None:
         self.images_dir, self.masks_dir = Path(images_dir), Path(masks_dir)
-        self.size, self.threshold = size, threshold
+        self.size, self.threshold, self.mask_convention = size, threshold, mask_convention
         self.gt_dir = Path(gt_dir) if gt_dir is not None else None
         mask_files = list_images(self.masks_dir)
         image_files = list_images(self.images_dir)
@@ -381,7 +389,7 @@ class InpaintFolder(torch.utils.data.Dataset):
             raise DataError(f"Mask {mask_path} is {im_mask.width}x{im_mask.height} but image {image_path} is "
                             f"{im_image.width}x{im_image.height}; expected a mask of the same size as its image.")
         image = _image_tensor(im_image, self.size)  # (3, size, size)
-        pixel_missing = _mask_tensor(im_mask, mask_path, self.size, self.threshold)  # (size, size)
+        pixel_missing = _mask_tensor(im_mask, mask_path, self.size, self.threshold, self.mask_convention)
         return image_path.stem, image, pixel_missing
 
     def ground_truth(self, index: int) -> torch.Tensor:
@@ -409,24 +417,33 @@ def split_dir(split: str, dataset_dir: str | os.PathLike | None = None) -> Path:
     return folder
 
 
-def test_set(dataset_dir: str | os.PathLike | None = None, size: int = 64, threshold: bool = False) -> InpaintFolder:
-    """The inpainting test set of a dataset folder.
+def _test_layouts(root: Path) -> list[tuple[Path, Path, Path]]:
+    """(masked_image, mask64, gt) folders :func:`test_set` tries, in order."""
+    layouts = [(base / "masked_image", base / "mask64", base / "gt") for base in (root / "test", root)]
+    return layouts + ([(root, root.parent / "mask64", root.parent / "gt")] if root.name == "masked_image" else [])
 
-    Looks for ``test/masked_image`` + ``test/mask64`` (+ ``test/gt``) as built by
-    ``maskgit prepare-data``, else the lab's ``masked_image`` + ``mask64`` at the
-    root (+ ``gt`` if present).
+
+def test_set(dataset_dir: str | os.PathLike | None = None, size: int = 64, threshold: bool = False) -> InpaintFolder:
+    """The inpainting test set of a dataset folder DIR, in the first layout that fits.
+
+    ``DIR/test/{masked_image,mask64,gt}`` (``maskgit prepare-data``); the lab's
+    ``DIR/{masked_image,mask64}`` (+ ``DIR/gt`` if present); or DIR is the
+    ``masked_image`` folder itself, with ``../mask64`` (+ ``../gt``) beside it.
 
     Returns:
         An :class:`InpaintFolder` whose ``gt_dir`` is the ground-truth folder, or None.
     """
-    root = _dataset_dir(dataset_dir)
-    for base in (root / "test", root):
-        if (base / "masked_image").is_dir() and (base / "mask64").is_dir():
-            gt = base / "gt"
-            return InpaintFolder(base / "masked_image", base / "mask64", size, threshold,
-                                 gt_dir=gt if gt.is_dir() else None)
-    raise DataError(f"Dataset folder {root} has no test set; expected test/masked_image/ and test/mask64/ "
-                    "(or the lab's masked_image/ and mask64/).")
+    layouts = _test_layouts(root := _dataset_dir(dataset_dir))
+    for images, masks, gt in layouts:
+        if images.is_dir() and masks.is_dir():
+            return InpaintFolder(images, masks, size, threshold, gt_dir=gt if gt.is_dir() else None)
+    for images, masks, _ in layouts:
+        if images.is_dir():
+            raise DataError(f"Test images {images} have no mask folder {masks} beside them; expected the hole "
+                            "masks there (mask_000.png ..., 0 = missing, 255 = known).")
+    raise DataError(f"Dataset folder {root} has no test set; looked for test/masked_image/ + test/mask64/ "
+                    "(maskgit prepare-data), masked_image/ + mask64/ directly in it (the course lab), or the "
+                    "folder being masked_image/ itself with ../mask64/ beside it.")
 
 
 test_set.__test__ = False  # a library function, not a pytest test, even when imported into a test module

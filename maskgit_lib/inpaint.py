@@ -30,6 +30,8 @@ CLI: ``maskgit inpaint`` / ``generate`` / ``outpaint`` (``add_*_arguments`` and
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -44,6 +46,7 @@ from .decoding import DecodeTrace, check_steps_fit, iterative_decode
 from .errors import CheckpointError, ConfigError, DataError
 from .masking import get_schedule, pixel_to_token_mask
 from .masks import border_mask
+from .pil_io import check_image_range, prepare_view, view_batch
 from .prefill import get_prefill
 from .runtime import derive_seed, resolve_device
 from .transformer import MaskGITTransformer, load_transformer
@@ -274,6 +277,7 @@ class Inpainter:
         """
         settings = settings or InpaintSettings()
         self._check(images, pixel_missing)
+        check_image_range(images, pixel_missing)  # DataError for [0, 1] or [0, 255] floats
         images, pixel_missing = images.to(self.device).float(), pixel_missing.to(self.device)
         is_masked0 = pixel_to_token_mask(pixel_missing, factor=self.factor, dilate=settings.dilate)  # (B, L)
         decoded = pixel_missing.flatten(1).any(1)  # (B,)
@@ -295,6 +299,45 @@ class Inpainter:
         if keep_trace:
             trace = _full_trace(trace, rows, tokens, is_masked0, settings, self.mask_token_id)
         return InpaintResult(out, raw, is_masked0, pixel_missing, decoded, trace if keep_trace else None)
+
+    def __call__(self, image, mask_image, *, mask_convention: str = "lab", generator: torch.Generator | None = None,
+                 **settings):
+        """Inpaint images as users hold them, diffusers-style: ``inpainter(image, mask)``.
+
+        Decodes at the model's S x S and returns each image at its own size: only
+        its missing pixels change, every known pixel is byte-identical to the input
+        (RGBA inputs are composited onto white first; outputs are always RGB). The
+        geometry (centre crop, or the whole image stretched when holes lie outside
+        it) is described in :mod:`maskgit_lib.pil_io`.
+
+        Args:
+            image: PIL image, file path, uint8 numpy array (H, W), (H, W, 3), (H, W, 4),
+                or tensor (uint8, or float (3, H, W) in [-1, 1]); or a list of them.
+            mask_image: the mask(s), same size as the image(s): "lab" = 0 missing, 255 known;
+                "white_is_hole" = white (>= 128) is the hole; bool = True missing.
+            mask_convention: "lab" (the course's PNGs) or "white_is_hole" (diffusers/OpenCV).
+            generator: random stream (None: seeded with ``settings.seed``).
+            **settings: :class:`InpaintSettings` fields, e.g. ``steps=16``.
+
+        Returns:
+            An RGB PIL image of the input's size, or a list of them for a list input.
+        """
+        fields = {f.name for f in dataclasses.fields(InpaintSettings)}
+        if set(settings) - fields:
+            raise ConfigError(f"unknown inpainting setting(s) {sorted(set(settings) - fields)}; expected "
+                              f"InpaintSettings fields: {', '.join(sorted(fields))}")
+        single = not isinstance(image, (list, tuple))
+        lists = (single, isinstance(mask_image, (list, tuple)))
+        if lists[0] == lists[1] or (not single and len(image) != len(mask_image)):
+            got = ("one image and a list of masks" if single else f"{len(image)} images and "
+                   + (f"{len(mask_image)} masks" if lists[1] else "one mask"))
+            raise DataError(f"got {got}; pass one image with one mask, or a list of images with as many masks")
+        images, masks = ([image], [mask_image]) if single else (list(image), list(mask_image))
+        views = [prepare_view(i, m, mask_convention, self.image_size) for i, m in zip(images, masks)]
+        cfg = InpaintSettings(**settings)
+        outputs = self.inpaint(*view_batch(views), cfg, generator).images.cpu() if views else []
+        filled = [v.paste(o, cfg.composite) for v, o in zip(views, outputs)]
+        return filled[0] if single else filled
 
     def outpaint(self, images: torch.Tensor, settings: InpaintSettings | None = None, keep: float = 0.5,
                  generator: torch.Generator | None = None, keep_trace: bool = False) -> InpaintResult:
@@ -357,6 +400,20 @@ class Inpainter:
             frames = get_blend(blend)(frames, images.repeat(n, 1, 1, 1),
                                       pixel_missing.to(self.device).repeat(n, 1, 1))
         return frames.reshape(n, b, *frames.shape[1:])
+
+@functools.lru_cache(maxsize=1)
+def _shipped_inpainter(vqgan_path: str, transformer_path: str) -> Inpainter:
+    return Inpainter.from_checkpoints(vqgan_path, transformer_path)
+
+
+def inpaint_image(image, mask_image, **kwargs):
+    """One line with the shipped models: ``maskgit_lib.inpaint_image(image, mask)`` (see :meth:`Inpainter.__call__`).
+
+    The models in ``paths.checkpoints_dir()`` are loaded on the first call and cached.
+    """
+    paths_now = str(paths.default_vqgan_checkpoint()), str(paths.default_transformer_checkpoint())
+    return _shipped_inpainter(*paths_now)(image, mask_image, **kwargs)
+
 
 def _full_trace(trace: DecodeTrace | None, rows: torch.Tensor, tokens: torch.Tensor, is_masked0: torch.Tensor,
                 settings: InpaintSettings, mask_token_id: int) -> DecodeTrace:

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from skimage.metrics import structural_similarity
 
 from maskgit_lib import cli
-from maskgit_lib.evaluation import benchmark, fid, report, tracks
+from maskgit_lib.evaluation import benchmark, fid, kid, report, tracks
 from maskgit_lib.evaluation import rows as plans
 from maskgit_lib.config import TransformerConfig, VQGANConfig
 from maskgit_lib.data import from_uint8, to_uint8
@@ -74,6 +75,25 @@ def test_hole_metrics_on_hand_examples():
     assert m["l1_hole"] == pytest.approx((10 / 255 + 0) / 2)
     assert m["psnr_hole_db"] == pytest.approx((10 * math.log10(255 ** 2 / 100) + 100.0) / 2)
     assert tracks.hole_metrics(pred, gt, torch.zeros_like(pixel_missing))["psnr_hole_db"] is None
+    assert tracks.hole_metrics(pred, gt, torch.zeros_like(pixel_missing))["ssim"] is None
+    assert tracks.hole_metrics(gt, gt, pixel_missing)["ssim"] == tracks.hole_metrics(gt, gt, pixel_missing)[
+        "ssim_hole"] == 1.0  # image 1 is exact, image 0 is not
+    assert m["ssim"] < 1.0 and m["ssim_hole"] < 1.0
+
+
+def test_ssim_hole_sees_damage_in_the_hole_more_than_whole_image_ssim():
+    """64x64 textures, noise added inside a 16x16 hole only: whole-image SSIM barely drops, the hole's does."""
+    g = torch.Generator().manual_seed(0)
+    gt = torch.randint(0, 256, (2, 3, S, S), generator=g, dtype=torch.uint8)
+    pixel_missing = torch.zeros(2, S, S, dtype=torch.bool)
+    pixel_missing[:, 24:40, 24:40] = True
+    pred = gt.clone()
+    pred[:, :, 24:40, 24:40] = torch.randint(0, 256, (2, 3, 16, 16), generator=g, dtype=torch.uint8)
+    m = tracks.hole_metrics(pred, gt, pixel_missing)
+    whole = [structural_similarity(gt[i].permute(1, 2, 0).numpy(), pred[i].permute(1, 2, 0).numpy(),
+                                   channel_axis=2, data_range=255) for i in range(2)]
+    assert m["ssim"] == pytest.approx(float(np.mean(whole)), rel=1e-12)  # skimage's own score, 7x7 windows
+    assert m["ssim_hole"] < 0.3 < 0.8 < m["ssim"] < 1.0  # noise in the hole; its edge windows see known pixels
 
 
 def test_row_plans():
@@ -191,6 +211,21 @@ def test_fid_path_with_a_stand_in_network(setup, monkeypatch):
     assert run_cli(setup, "--tracks", "freeform", "--no-figures") == 0
     rows = json.loads((setup["out"] / "benchmark_quick.json").read_text())["rows"]
     assert all(isinstance(r["fid"], float) and r["fid"] >= -1e-6 for r in rows)
+    assert all(isinstance(r["kid"], float) and r["kid_std"] >= 0.0 for r in rows)
+    assert all(0.0 < r["ssim"] <= 1.0 and 0.0 < r["ssim_hole"] <= 1.0 for r in rows)
+    by_id = {r["id"]: r for r in rows}
+    gt_feats = tracks.gt_features(tracks.load_tracks(setup["data"], ("freeform",), None)["freeform"],
+                                  torch.device("cpu"))
+    ceiling = by_id["freeform/VQGAN ceiling (GT recon, raw)"]
+    raw = torch.from_numpy(np.load(next(p for p in (Path(setup["out"]).parent / "cache" / "benchmark" / "rows")
+                                        .glob("*.npz") if json.loads(str(np.load(p)["spec"]))["method"]
+                                        == "vqgan_raw"))["outputs"])
+    feats = tracks.features(raw, torch.device("cpu"))
+    assert ceiling["fid"] == fid.frechet_distance_from_features(feats, gt_feats)  # FID as before
+    assert (ceiling["kid"], ceiling["kid_std"]) == kid.kid_from_features(feats, gt_feats)  # same features
+    md = (setup["out"] / "benchmark_quick.md").read_text()
+    assert "| FID | KID x 1000 (± std) | PSNR hole (dB) | L1 hole | SSIM | SSIM hole |" in md
+    assert f"{1000 * ceiling['kid']:.2f} ± {1000 * ceiling['kid_std']:.2f}" in md
     fig = report.fid_vs_steps_figure(rows)
     labels = [line.get_label() for line in fig.axes[0].get_lines()]
     assert {"cosine", "linear", "square"} <= set(labels) and any("baseline" in label for label in labels)

@@ -962,7 +962,7 @@ def test_inpaint_accepts_odd_modes_and_sizes(tmp_path, ckpts, capsys, caplog):
     before = tree_hashes(images, masks)
     with caplog.at_level("WARNING"):
         code, out, _ = run(capsys, "inpaint", "--images", images, "--masks", masks, "--out", tmp_path / "o",
-                           *models(ckpts))
+                           "--size", "64", *models(ckpts))  # the model's size (default: each input's own size)
     assert code == 0 and "Inpainted 9 image(s)" in out and "1 image(s) had an empty mask" in out
     assert "mask_006.png marks 89% of pixels missing" in caplog.text and "may be inverted" in caplog.text
     assert "mask_008.png marks 100% of pixels missing" in caplog.text

@@ -31,7 +31,7 @@ CLI = "cli"
 
 LAYERS = [  # lowest first
     ("foundations", ["__init__", "errors", "paths", "config", "runtime", "outputs", "checkpoint"]),
-    ("data", ["data", "masks", "views", "data_prep"]),
+    ("data", ["data", "masks", "views", "sources", "data_prep", "lab_files", "pil_io"]),
     ("algorithms", ["attention", "quantizer", "discriminator", "masking", "prefill", "blend"]),
     ("models", ["transformer", "vqgan", "decoding", "viz"]),
     ("api", ["inpaint", "folders", "widgets"]),

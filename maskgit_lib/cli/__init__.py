@@ -41,18 +41,63 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# command name -> example command lines shown at the end of its --help (tests parse every one)
+EXAMPLES: dict[str, tuple[str, ...]] = {
+    "prepare-data": ("maskgit prepare-data", "maskgit prepare-data --sources twemoji,openmoji,fluent"),
+    "prepare-fid": ("maskgit prepare-fid",),
+    "fid": ("maskgit fid results/demo data/twemoji64/test/gt", "maskgit fid PRED_DIR test_gt.csv"),
+    "train-vqgan": ("maskgit train-vqgan --preset cpu --out runs/vqgan",),
+    "eval-vqgan": ("maskgit eval-vqgan --no-fid",),
+    "train-transformer": ("maskgit train-transformer --preset cpu --out runs/transformer",),
+    "eval-transformer": ("maskgit eval-transformer",),
+    "inpaint": ("maskgit inpaint --images DIR/masked_image --masks DIR/mask64 --out results/inpainted",
+                "maskgit inpaint --images DIR --masks DIR --out OUT --confidence lab --steps 12 --save-trace"),
+    "generate": ("maskgit generate --out results/samples --n 16",),
+    "outpaint": ("maskgit outpaint --images DIR --out results/outpainted --keep 0.5",),
+    "demo": ("maskgit demo --limit 64",
+             "maskgit demo --confidence lab",
+             "    # the README's best headline row: cosine T=8, lab confidence, harmonic prefill, Poisson blend,",
+             "    # FID 64.8 on the 500 test images (results/benchmark_headline.md); the defaults wait for a study"),
+    "benchmark": ("maskgit benchmark --quick", "maskgit benchmark --headline"),
+    "bench": ("maskgit bench --quick",),
+}
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Show each flag's default (unless its help already says it) and keep the examples' line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text.lower() or action.required or action.default is argparse.SUPPRESS:
+            return text
+        if action.nargs == 0 and isinstance(action.default, bool):  # --flag / --no-flag: "off" unless given
+            return f"{text} (default: off)"
+        return super()._get_help_string(action)
+
+
+def _epilog(command: str) -> str:
+    lines = [line if line.startswith(" ") else f"  {line}" for line in EXAMPLES.get(command, ())]
+    return "examples:\n" + "\n".join(lines) if lines else ""
+
+
 def _func_name(command: str) -> str:
     return command.replace("-", "_")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """Build the parser; only ``command``'s module is imported (all of them if None)."""
-    parser = argparse.ArgumentParser(prog="maskgit", description="MaskGIT inpainting course tools")
+    parser = argparse.ArgumentParser(prog="maskgit", description="MaskGIT inpainting course tools",
+                                     formatter_class=_Formatter,
+                                     epilog="examples:\n  maskgit demo --limit 64\n  maskgit COMMAND --help")
     parser.add_argument("--version", action="version", version=f"maskgit_lib {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_module, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=_epilog(name),
+                           formatter_class=_Formatter)
+        # also after the command (maskgit inpaint ... -v); SUPPRESS keeps a top-level -v when absent here
+        p.add_argument("-v", "--verbose", dest="verbose", action="store_true", default=argparse.SUPPRESS,
+                       help="debug logging (also accepted before the command)")
         if name == command:
             module = importlib.import_module(COMMANDS[name][0])
             getattr(module, f"add_{_func_name(name)}_arguments")(p)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .. import paths
 from ..data_prep import prepare_twemoji
+from ..sources import parse_sources
 from .argtypes import positive_int, seed_int
 
 
@@ -18,9 +19,12 @@ def add_prepare_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="rebuild even if an identical build exists")
     parser.add_argument("--limit", type=positive_int, default=None,
                         help="use only the first N source PNGs (smoke tests; val/test shrink in proportion)")
+    parser.add_argument("--sources", default="twemoji",
+                        help="comma-separated emoji sets: twemoji (default, offline), openmoji, fluent; the "
+                             "extra sets are fetched once with `npm pack` and cached (data/README.md)")
 
 
 def run_prepare_data(args: argparse.Namespace) -> int:
     """Run ``maskgit prepare-data``; returns the exit status."""
-    prepare_twemoji(args.out, args.seed, force=args.force, limit=args.limit)
+    prepare_twemoji(args.out, args.seed, force=args.force, limit=args.limit, sources=parse_sources(args.sources))
     return 0

@@ -12,11 +12,13 @@ from .. import paths
 from ..evaluation import bench, benchmark
 from ..evaluation.bench_report import render_markdown
 from ..evaluation.speed import SECTIONS, BenchOptions
-from ..evaluation.fid import fid_folders
+from ..evaluation.fid import compute_fid_features, fid_of_inputs, open_fid_input
+from ..evaluation.fid_stats import check_stats_path, save_fid_stats
+from ..evaluation.kid import DEFAULT_SUBSET_SIZE, DEFAULT_SUBSETS, kid_from_features, kid_subset_size
 from ..evaluation.inception import ensure_inception_weights
 from ..evaluation.report import markdown_report
 from ..evaluation.rows import QUICK_LIMIT, TRACKS
-from .argtypes import positive_int, seed_int
+from .argtypes import int_at_least, positive_int, seed_int
 
 
 def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,19 +90,48 @@ def run_prepare_fid(args: argparse.Namespace) -> int:
 
 
 def add_fid_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``maskgit fid PRED_DIR GT_DIR``."""
-    parser.add_argument("pred_dir", type=Path, help="folder of predicted (e.g. inpainted) images")
-    parser.add_argument("gt_dir", type=Path, help="folder of ground-truth images (its features are cached)")
+    """Options of ``maskgit fid PRED GT``."""
+    parser.add_argument("pred_dir", type=Path, metavar="PRED",
+                        help="folder of predicted (e.g. inpainted) images, a lab .csv, or pytorch-fid .npz statistics")
+    parser.add_argument("gt_dir", type=Path, nargs="?", default=None, metavar="GT",
+                        help="folder of ground-truth images (its features are cached), the lab's test_gt.csv "
+                             "(header row, one 64x64x3 image per row, H, W, C order), or a .npz of statistics; "
+                             "optional with --save-stats")
     parser.add_argument("--batch-size", type=positive_int, default=50, help="images per Inception pass")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:0 ... (default: cuda if available)")
     parser.add_argument("--no-cache", action="store_true", help="neither read nor write cached ground-truth features")
+    parser.add_argument("--no-kid", action="store_true", help="print FID only (KID needs image features)")
+    parser.add_argument("--kid-subsets", type=positive_int, default=DEFAULT_SUBSETS,
+                        help=f"random subsets KID averages over (default {DEFAULT_SUBSETS})")
+    parser.add_argument("--kid-subset-size", type=int_at_least(2), default=DEFAULT_SUBSET_SIZE,
+                        help=f"images per side and subset, capped at the image counts (default {DEFAULT_SUBSET_SIZE})")
+    parser.add_argument("--save-stats", type=Path, default=None, metavar="OUT.npz",
+                        help="write PRED's statistics (mu, sigma) as pytorch-fid's --save-stats does")
 
 
 def run_fid(args: argparse.Namespace) -> int:
-    """Print ``FID: <value>`` for the two folders."""
-    value = fid_folders(args.pred_dir, args.gt_dir, batch_size=args.batch_size, device=args.device,
-                        cache_gt=not args.no_cache)
-    print(f"FID: {value:.6f}")
+    """Print ``FID: <value>`` and ``KID: mean ± std (subsets S x size M)`` from one set of features each."""
+    if args.gt_dir is None and args.save_stats is None:
+        raise ConfigError("maskgit fid needs PRED and GT (or PRED and --save-stats OUT.npz)")
+    if args.save_stats is not None:
+        check_stats_path(args.save_stats)  # before any image is processed
+    pred = open_fid_input(args.pred_dir)
+    gt = None if args.gt_dir is None else open_fid_input(args.gt_dir)
+    if gt is not None:
+        compute_fid_features(gt, args.batch_size, args.device, cache=not args.no_cache)
+    compute_fid_features(pred, args.batch_size, args.device, cache=False)
+    if gt is not None:
+        print(f"FID: {fid_of_inputs(pred, gt):.6f}")
+        if not args.no_kid and (pred.features is None or gt.features is None):
+            stats = args.pred_dir if pred.features is None else args.gt_dir
+            print(f"KID: - (KID needs image folders or a lab .csv; {stats} holds statistics only)")
+        elif not args.no_kid:
+            mean, std = kid_from_features(pred.features, gt.features, args.kid_subsets, args.kid_subset_size)
+            size = kid_subset_size(len(pred.features), len(gt.features), args.kid_subset_size)
+            print(f"KID: {mean:.6f} ± {std:.6f} (subsets {args.kid_subsets} x size {size})")
+    if args.save_stats is not None:
+        save_fid_stats(args.save_stats, *pred.statistics())
+        print(f"saved the statistics of {args.pred_dir} to {args.save_stats}")
     return 0
 
 

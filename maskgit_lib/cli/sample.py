@@ -25,36 +25,55 @@ def settings_from_args(args: argparse.Namespace) -> InpaintSettings:
     return InpaintSettings(**{k: v for k, v in vars(args).items() if k in fields})
 
 
-def add_sampler_arguments(parser: argparse.ArgumentParser, batch_size: int = 64) -> None:
-    """Sampler and model flags shared by ``inpaint``, ``generate``, ``outpaint`` and ``demo``."""
+def add_settings_arguments(parser: argparse.ArgumentParser, batch_size: int = 64) -> None:
+    """The ``sampler`` group: every :class:`InpaintSettings` flag shared by the sampling commands and ``demo``."""
     g = parser.add_argument_group("sampler")
-    g.add_argument("--steps", type=int_at_least(1), default=8, metavar="T", help="T, decoding steps (default 8)")
+    g.add_argument("--steps", type=int_at_least(1), default=8, metavar="T",
+                   help="T, decoding steps (default %(default)s; the lab's name --total-iter T also works)")
     g.add_argument("--schedule", type=schedule_arg, default="cosine", metavar="NAME",
-                   help="mask schedule: linear, cosine, square, cubic, sqrt, log, exp, arccos, pow<p> (default cosine)")
+                   help="mask schedule: linear, cosine, square, cubic, sqrt, log, exp, arccos, pow<p> "
+                        "(default %(default)s; the lab's name --mask-func NAME also works)")
+    # The lab's names as separate hidden flags, so that an error names the flag typed (argument --steps: ...).
+    for lab_name, dest, kind in (("--total-iter", "steps", int_at_least(1)), ("--mask-func", "schedule", schedule_arg)):
+        g.add_argument(lab_name, dest=dest, type=kind, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     g.add_argument("--sweet-spot", type=int_at_least(1), default=None, metavar="S",
                    help="stop after step S <= T and keep that image (default: T)")
-    g.add_argument("--seed", type=seed_int, default=0, metavar="N", help="random seed (default 0)")
+    g.add_argument("--seed", type=seed_int, default=0, metavar="N", help="random seed (default %(default)s)")
     g.add_argument("--confidence", choices=("official", "lab"), default="official",
-                   help="official: log p of a sampled token; lab: argmax probability (the lab's defect)")
+                   help="official: log p of a sampled token; lab: argmax probability (the lab's defect) "
+                        "(default %(default)s)")
     g.add_argument("--choice-temperature", type=nonnegative_float, default=4.5, metavar="C",
-                   help="Gumbel noise on the confidence, annealed (default 4.5)")
+                   help="Gumbel noise on the confidence, annealed (default %(default)s)")
     g.add_argument("--temperature", dest="sampling_temperature", type=nonnegative_float, default=1.0,
                    metavar="TAU",
-                   help="sampling temperature, 0 = argmax (default 1.0)")
+                   help="sampling temperature, 0 = argmax (default %(default)s)")
     g.add_argument("--prefill", choices=("harmonic", "gray"), default="harmonic",
-                   help="what the tokenizer sees in the holes: a smooth fill from the hole borders (default) "
-                        "or the lab's gray 128")
+                   help="what the tokenizer sees in the holes: a smooth fill from the hole borders "
+                        "or the lab's gray 128 (default %(default)s)")
     g.add_argument("--blend", choices=("poisson", "paste"), default="poisson",
-                   help="how the decoded holes meet the known pixels: seamless Poisson blending (default) "
-                        "or the lab's plain paste")
-    g.add_argument("--batch-size", type=int_at_least(1), default=batch_size, metavar="N", help=f"default {batch_size}")
+                   help="how the decoded holes meet the known pixels: seamless Poisson blending "
+                        "or the lab's plain paste (default %(default)s)")
+    g.add_argument("--batch-size", type=int_at_least(1), default=batch_size, metavar="N",
+                   help="images per batch (default %(default)s)")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, checkpoints: bool = True) -> None:
+    """The ``models`` group: device, bf16 and (unless ``checkpoints`` is False) the checkpoint paths."""
     m = parser.add_argument_group("models")
-    m.add_argument("--device", default="auto", metavar="DEV", help="auto (CUDA if available), cpu, cuda, cuda:N")
+    m.add_argument("--device", default="auto", metavar="DEV",
+                   help="auto (CUDA if available), cpu, cuda, cuda:N (default %(default)s)")
     m.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPU or CUDA)")
-    m.add_argument("--vqgan-checkpoint", type=Path, default=None, metavar="PATH",
-                   help=f"default: {paths.default_vqgan_checkpoint()}")
-    m.add_argument("--transformer-checkpoint", type=Path, default=None, metavar="PATH",
-                   help=f"default: {paths.default_transformer_checkpoint()}")
+    if checkpoints:
+        m.add_argument("--vqgan-checkpoint", type=Path, default=None, metavar="PATH",
+                       help=f"default: {paths.default_vqgan_checkpoint()}")
+        m.add_argument("--transformer-checkpoint", type=Path, default=None, metavar="PATH",
+                       help=f"default: {paths.default_transformer_checkpoint()}")
+
+
+def add_sampler_arguments(parser: argparse.ArgumentParser, batch_size: int = 64) -> None:
+    """Sampler and model flags shared by ``inpaint``, ``generate`` and ``outpaint`` (``demo`` takes the sampler)."""
+    add_settings_arguments(parser, batch_size)
+    add_model_arguments(parser)
 
 
 def add_overwrite_argument(parser: argparse.ArgumentParser) -> None:
@@ -90,6 +109,18 @@ def add_inpaint_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep the decoded image everywhere (known pixels are not pasted back)")
     parser.add_argument("--threshold", action="store_true", help="accept non-binary masks: values < 128 = missing")
     parser.add_argument("--limit", type=int_at_least(1), default=None, metavar="N", help="only the first N pairs")
+    parser.add_argument("--mask-convention", choices=("lab", "white_is_hole"), default="lab",
+                        help="lab: 0 = missing, 255 = known (the course's masks); white_is_hole: white = hole "
+                             "(diffusers/OpenCV) (default %(default)s)")
+
+    def size_arg(text: str) -> str | int:
+        if text == "input" or (text.isdecimal() and int(text) >= 1):
+            return text if text == "input" else int(text)
+        raise argparse.ArgumentTypeError(f"must be 'input' or a side in pixels >= 1, got {text!r}")
+
+    parser.add_argument("--size", type=size_arg, default="input", metavar="N|input",
+                        help="output size: input = each output at its input's size, only the holes changed "
+                             "(default); N = N x N (64: the model's view, as the benchmark and demo write)")
     add_sampler_arguments(parser)
 
 
@@ -99,7 +130,8 @@ def run_inpaint(args: argparse.Namespace) -> int:
     prepare_output_dir(args.out, args.images, args.masks, command="inpaint", overwrite=args.overwrite)
     summary = inpaint_folder(_inpainter(args), args.images, args.masks, args.out, settings, args.batch_size,
                                               args.save_trace, args.threshold, args.limit,
-                                              overwrite=args.overwrite)
+                                              overwrite=args.overwrite, mask_convention=args.mask_convention,
+                                              size=args.size)
     _report("Inpainted", summary, settings)
     if summary["copied"]:
         print(f"{len(summary['copied'])} image(s) had an empty mask and were copied through unchanged")
@@ -146,28 +178,35 @@ def run_outpaint(args: argparse.Namespace) -> int:
                               args.limit, overwrite=args.overwrite)
     _report("Outpainted", summary, settings)
     return 0
+
+
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``maskgit demo``."""
-    parser.add_argument("--steps", type=int_at_least(1), default=8, help="T, decoding steps (default 8)")
-    parser.add_argument("--schedule", type=schedule_arg, default="cosine", help="mask schedule (default cosine)")
+    """Flags of ``maskgit demo``: its own, then the sampler flags of ``maskgit inpaint`` (one definition)."""
     parser.add_argument("--limit", type=int_at_least(1), default=None, metavar="N",
                         help="only the first N test images (quick runs; FID then uses the same N ground truths)")
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default: results/demo; the gallery goes to <out>_gallery.png)")
     add_overwrite_argument(parser)
-    parser.add_argument("--data", type=Path, default=None, help="dataset folder (default: data/twemoji64)")
-    parser.add_argument("--batch-size", type=int_at_least(1), default=64, help="default 64")
-    parser.add_argument("--seed", type=seed_int, default=0, help="default 0")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
-    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="dataset folder: DIR/test/{masked_image,mask64,gt}, the lab's DIR/{masked_image,mask64} "
+                             "(+ DIR/gt), or a masked_image/ folder with ../mask64 (default: data/twemoji64)")
     parser.add_argument("--no-fid", action="store_true", help="skip the FID")
+    add_settings_arguments(parser)
+    add_model_arguments(parser, checkpoints=False)
 
+
+def describe_settings(settings: InpaintSettings) -> str:
+    """Every sampler setting in one phrase, e.g. ``T=8 cosine, confidence lab, prefill harmonic, ...``."""
+    stop = "" if settings.sweet_spot is None else f", stop after step {settings.stop_step}"
+    return (f"T={settings.steps} {settings.schedule}{stop}, confidence {settings.confidence}, "
+            f"prefill {settings.prefill}, blend {settings.blend}, choice temperature {settings.choice_temperature:g}, "
+            f"temperature {settings.sampling_temperature:g}, seed {settings.seed}")
 
 
 def run_demo(args: argparse.Namespace) -> int:
     """Run ``maskgit demo``; prints a short summary (or what is missing, exit 0)."""
     result = demo.run_demo(demo.DemoConfig(
-        data=args.data, out=args.out, steps=args.steps, schedule=args.schedule, seed=args.seed, limit=args.limit,
+        data=args.data, out=args.out, settings=settings_from_args(args), limit=args.limit,
         batch_size=args.batch_size, device=args.device, bf16=args.bf16, fid=not args.no_fid,
         overwrite=args.overwrite))
     if result["missing"]:
@@ -178,8 +217,8 @@ def run_demo(args: argparse.Namespace) -> int:
         print("Run `maskgit demo` (or `make demo`) again once both checkpoints exist.")
         return 0
     summary, settings = result["summary"], result["settings"]
-    print(f"maskgit demo: inpainted {summary['images']} test images (T={settings.steps} {settings.schedule}, "
-          f"seed {settings.seed}) on {summary['device']}")
+    print(f"maskgit demo: inpainted {summary['images']} test images ({describe_settings(settings)}) "
+          f"on {summary['device']}")
     print(f"  wall time {summary['seconds']:.1f} s, {summary['images_per_second']:.1f} images/s")
     print(f"  FID vs ground truth: {result['fid_text']}")
     print(f"  outputs: {result['out']}/  gallery: {result['gallery']}")

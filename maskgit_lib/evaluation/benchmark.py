@@ -50,6 +50,7 @@ from ..inpaint import Inpainter, batch_seed
 from ..runtime import cpu_info
 from . import baselines
 from .fid import frechet_distance_from_features
+from .kid import kid_from_features
 from .report import _fmt, _write_figures, _write_outputs
 from .rows import GALLERY_IMAGES, NOTE_DETERMINISM, PROFILES, QUICK_LIMIT, TRACKS, Row, plan_rows
 from .tracks import (TrackData, features, file_sha256, gt_features, hole_metrics, load_row, load_tracks,
@@ -134,15 +135,23 @@ def _cost(row: Row, n: int) -> float:
 
 def evaluate(row: Row, outputs: torch.Tensor, seconds: float, data: TrackData, gt_feats: np.ndarray | None,
              device: torch.device, use_cache: bool) -> dict:
-    """The JSON record of a finished row: settings, metrics, FID and times."""
+    """The JSON record of a finished row: settings, metrics, FID, KID and times.
+
+    FID and KID (:func:`~maskgit_lib.evaluation.kid.kid_from_features`: 100 subsets of
+    min(1000, N) images, seed 0, its own generator) come from the same features of
+    ``outputs`` against ``gt_feats`` (N, 2048); ``fid_seconds`` covers features, FID and KID.
+    """
     n = len(data.names)
     record = {"id": f"{row.track}/{row.label}", "label": row.label, "kind": row.kind, **row.spec(), "images": n,
               **hole_metrics(outputs, data.gt, data.pixel_missing),
               "missing_pixel_fraction": float(data.pixel_missing.float().mean()),
-              "seconds_inpaint": seconds, "seconds_per_image": seconds / n, "fid": None, "fid_seconds": None}
+              "seconds_inpaint": seconds, "seconds_per_image": seconds / n, "fid": None, "kid": None,
+              "kid_std": None, "fid_seconds": None}
     if gt_feats is not None:
         t0 = time.perf_counter()
-        record["fid"] = frechet_distance_from_features(features(outputs, device, use_cache), gt_feats)
+        feats = features(outputs, device, use_cache)  # (N, 2048) float64
+        record["fid"] = frechet_distance_from_features(feats, gt_feats)
+        record["kid"], record["kid_std"] = kid_from_features(feats, gt_feats)
         record["fid_seconds"] = time.perf_counter() - t0
     return record
 

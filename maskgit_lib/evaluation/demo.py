@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -40,16 +40,15 @@ class DemoConfig:
 
     Attributes:
         data: dataset folder (None: ``data/twemoji64``). out: output folder (None: ``results/demo``).
-        steps, schedule, seed: the sampler (T, mask schedule, seed). limit: only the first N test images.
+        settings: the sampler (:class:`InpaintSettings`; its defaults are the CLI's: cosine T=8, seed 0,
+            official confidence, harmonic prefill, Poisson blend). limit: only the first N test images.
         batch_size: images per batch. device: ``auto``/``cpu``/``cuda[:N]``. bf16: bfloat16 autocast.
         fid: compute the FID. overwrite: write into a non-empty folder another program filled.
     """
 
     data: Path | None = None
     out: Path | None = None
-    steps: int = 8
-    schedule: str = "cosine"
-    seed: int = 0
+    settings: InpaintSettings = field(default_factory=InpaintSettings)
     limit: int | None = None
     batch_size: int = 64
     device: str = "auto"
@@ -130,7 +129,7 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict:
     for stale in set(all_names) - set(names):  # outputs of an earlier, larger run would skew the FID
         (out / f"{stale}.png").unlink(missing_ok=True)
 
-    settings = InpaintSettings(steps=cfg.steps, schedule=cfg.schedule, seed=cfg.seed)
+    settings = cfg.settings
     inpainter = Inpainter.from_checkpoints(device=cfg.device, bf16=cfg.bf16)
     summary = inpaint_folder(inpainter, test.images_dir, test.masks_dir, out, settings, cfg.batch_size,
                              limit=cfg.limit, overwrite=cfg.overwrite)

@@ -20,6 +20,7 @@ import logging
 import os
 import warnings
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -31,15 +32,16 @@ from tqdm.auto import tqdm
 
 from .. import paths
 from ..errors import ConfigError, DataError
+from ..lab_files import read_lab_csv
 from ..outputs import atomic_write
 from ..runtime import resolve_device
+from .fid_stats import read_fid_stats
 from .inception import FEATURE_DIM, _shared_inception
 
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({"bmp", "jpg", "jpeg", "pgm", "png", "ppm", "tif", "tiff", "webp"})  # pytorch-fid's
 _CACHE_VERSION = "pytorch-fid-0.3.0/pool3-2048/features-v1"
-# ----------------------------------------------------------------------------- weights
 
 
 # ----------------------------------------------------------------------------- features
@@ -172,22 +174,27 @@ def folder_features(
     _require_two(len(files), f"image folder {folder}")
     if not cache:
         return inception_features(files, batch_size, device)
-    cache_file = paths.cache_dir() / "fid_stats" / f"{folder_fingerprint(files)}.npz"
+    return _cached_features(folder_fingerprint(files), len(files), str(Path(folder).resolve()),
+                            lambda: inception_features(files, batch_size, device))
+
+
+def _cached_features(fingerprint: str, n: int, source: str, compute) -> np.ndarray:
+    """(n,2048) float64 features from ``cache_dir()/fid_stats/<fingerprint>.npz``, else ``compute()`` and cache."""
+    cache_file = paths.cache_dir() / "fid_stats" / f"{fingerprint}.npz"
     if cache_file.is_file():
         try:
             with np.load(cache_file) as z:
                 feats = z["features"]
-            if feats.shape == (len(files), FEATURE_DIM):
-                logger.debug("FID features of %s from cache %s", folder, cache_file)
+            if feats.shape == (n, FEATURE_DIM):
+                logger.debug("FID features of %s from cache %s", source, cache_file)
                 return feats.astype(np.float64)
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             logger.warning("ignoring unreadable FID cache %s: %s", cache_file, exc)
-    feats = inception_features(files, batch_size, device)
+    feats = compute()
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as fh:  # a file object: np.savez would add ".npz" to a name
-            np.savez(fh, features=feats.astype(np.float32), folder=str(Path(folder).resolve()),
-                     version=_CACHE_VERSION)
+            np.savez(fh, features=feats.astype(np.float32), folder=source, version=_CACHE_VERSION)
         os.chmod(tmp, 0o644)
 
     atomic_write(cache_file, write)
@@ -344,6 +351,90 @@ def fid_from_images(
     return frechet_distance_from_features(inception_features(pred_images, batch_size, device), gt)
 
 
-# ----------------------------------------------------------------------------- CLI
+# ----------------------------------------------------------------------------- inputs of maskgit fid
+
+
+@dataclass
+class FidInput:
+    """One checked side of ``maskgit fid``: ``files`` (a folder), ``images`` (a tensor or lab CSV: uint8
+    (N,3,H,W) or float in [-1,1]) or ``stats`` (mu (D,), sigma (D,D)); ``features`` (N,2048) float64 once
+    computed."""
+
+    label: str
+    files: list[Path] | None = None
+    images: torch.Tensor | None = None
+    stats: tuple[np.ndarray, np.ndarray] | None = None
+    features: np.ndarray | None = None
+
+    def statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(mu, sigma)``: the file's, or those of the computed features."""
+        return self.stats if self.stats is not None else feature_statistics(self.features)
+
+
+def open_fid_input(source: str | os.PathLike | torch.Tensor) -> FidInput:
+    """Check one input before Inception runs: a tensor, a lab ``.csv`` (:func:`~maskgit_lib.lab_files.read_lab_csv`:
+    uint8 (N,3,64,64), rows in H, W, C order), pytorch-fid's ``.npz`` (:func:`read_fid_stats`) or a folder."""
+    if isinstance(source, torch.Tensor):
+        _require_two(len(source), "the image tensor")
+        return FidInput("images", images=source)
+    path = Path(source)
+    if path.suffix.lower() == ".npz" and not path.is_dir():
+        return FidInput(str(path), stats=read_fid_stats(path))
+    if path.suffix.lower() == ".csv" and not path.is_dir():
+        images = read_lab_csv(path)
+        _require_two(len(images), f"lab CSV {path}")
+        return FidInput(str(path), images=images)
+    files = list_fid_images(path)
+    _require_two(len(files), f"image folder {path}")
+    return FidInput(str(path), files=files)
+
+
+def compute_fid_features(inp: FidInput, batch_size: int = 50, device: str | torch.device | None = None,
+                         cache: bool = True) -> FidInput:
+    """Fill ``inp.features`` (N,2048) float64 (folders and images cached by content when ``cache``); return ``inp``."""
+    if inp.features is not None or inp.stats is not None:
+        return inp
+    if inp.files is not None:
+        inp.features = folder_features(inp.label, batch_size, device, cache)
+    elif cache:
+        images = inp.images.detach().cpu().contiguous()
+        key = hashlib.sha256(f"{_CACHE_VERSION}\0{images.dtype}{tuple(images.shape)}\0".encode())
+        key.update(images.numpy().tobytes())
+        inp.features = _cached_features(key.hexdigest(), len(images), inp.label,
+                                        lambda: inception_features(images, batch_size, device))
+    else:
+        inp.features = inception_features(inp.images, batch_size, device)
+    return inp
+
+
+def frechet_distance_to_features(mu1: np.ndarray, sigma1: np.ndarray, features2: np.ndarray) -> float:
+    """FID of statistics mu1 (D,), sigma1 (D,D) against features (N2,D), N2 <= D: equals ``frechet_distance``.
+
+    ``S1 S2 = S1 X2^T X2 / (N2-1)`` has the nonzero spectrum of the (N2,N2) PSD matrix
+    ``X2 S1 X2^T / (N2-1)`` (X2 centred features), so no (D,D) eigen-decomposition is needed.
+    """
+    f2 = np.asarray(features2, np.float64)
+    mu1, sigma1 = np.asarray(mu1, np.float64), np.asarray(sigma1, np.float64)
+    if f2.ndim != 2 or mu1.shape != (f2.shape[1],) or sigma1.shape != (f2.shape[1],) * 2:
+        raise DataError(f"FID statistics do not fit the features: mu {mu1.shape}, sigma {sigma1.shape}, "
+                        f"features {f2.shape}")
+    mu2, c2 = f2.mean(axis=0), len(f2) - 1
+    x2 = f2 - mu2  # (N2,D)
+    inner = x2 @ sigma1 @ x2.T / c2  # (N2,N2)
+    tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh((inner + inner.T) / 2), 0.0, None)).sum()
+    diff = mu1 - mu2
+    positive = float(diff @ diff + np.trace(sigma1) + (x2 * x2).sum() / c2)
+    return _clamp_round_off(positive - 2.0 * float(tr_covmean), positive, len(mu1))
+
+
+def fid_of_inputs(pred: FidInput, gt: FidInput) -> float:
+    """FID between two computed inputs: from the features when both have them, else from the statistics."""
+    if pred.features is not None and gt.features is not None:
+        _warn_counts(len(pred.features), len(gt.features))
+        return frechet_distance_from_features(pred.features, gt.features)
+    stats, feats = (pred, gt) if pred.features is None else (gt, pred)
+    if feats.features is not None and len(feats.features) <= feats.features.shape[1]:
+        return frechet_distance_to_features(*stats.statistics(), feats.features)
+    return frechet_distance(*pred.statistics(), *gt.statistics())
 
 

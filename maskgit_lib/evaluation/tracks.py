@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from skimage.metrics import structural_similarity
 
 from .. import paths
 from ..data import test_set, to_uint8
@@ -72,15 +73,30 @@ def load_tracks(dataset_dir: str | os.PathLike | None, tracks: tuple[str, ...], 
     return out
 
 
+def _ssim(pred: np.ndarray, gt: np.ndarray, missing: np.ndarray) -> tuple[float, float]:
+    """(SSIM of the whole image, mean of its SSIM map over the missing pixels) of uint8 (S, S, 3) images."""
+    win = min(7, pred.shape[0] - (1 - pred.shape[0] % 2))  # skimage's 7, or the largest odd size that fits
+    whole, ssim_map = structural_similarity(gt, pred, channel_axis=2, data_range=255, win_size=win, full=True)
+    return float(whole), float(ssim_map[missing].mean()) if missing.any() else float("nan")  # map (S, S, 3)
+
+
 def hole_metrics(pred: torch.Tensor, gt: torch.Tensor, pixel_missing: torch.Tensor) -> dict:
-    """PSNR and L1 over the missing pixels, per image then averaged over images that have a hole.
+    """PSNR, L1 and SSIM of the holes, per image then averaged over images that have a hole.
+
+    SSIM is scikit-image's ``structural_similarity(gt, pred, channel_axis, data_range=255)``
+    (7x7 uniform windows, or the largest odd window that fits a smaller image). Being
+    windowed, it is computed on the whole image: ``ssim`` is skimage's score (the SSIM map
+    averaged over channels and over pixels at least 3 from the border), ``ssim_hole`` the
+    same map (each pixel's SSIM from the 7x7 window around it, which also sees known
+    pixels near the hole's edge) averaged over the missing pixels and the 3 channels.
 
     Args:
         pred, gt: uint8 (N, 3, S, S). pixel_missing: bool (N, S, S).
 
     Returns:
         ``psnr_hole_db`` (peak 255, capped at 100 dB for an exact hole), ``l1_hole``
-        (mean absolute error on the 0..1 scale) and ``images_with_hole``.
+        (mean absolute error on the 0..1 scale), ``ssim``, ``ssim_hole`` (1 = identical)
+        and ``images_with_hole``; metrics are None when no image has a hole.
     """
     diff = pred.double() - gt.double()  # (N, 3, S, S)
     m = pixel_missing[:, None].expand_as(diff).double()  # (N, 3, S, S)
@@ -90,9 +106,11 @@ def hole_metrics(pred: torch.Tensor, gt: torch.Tensor, pixel_missing: torch.Tens
     l1 = (diff.abs() * m).flatten(1).sum(1) / count.clamp_min(1) / 255.0  # (N,)
     psnr = (10 * torch.log10(255.0 ** 2 / mse)).clamp(max=100.0)  # (N,) mse = 0 -> inf -> 100
     if not bool(has.any()):
-        return {"psnr_hole_db": None, "l1_hole": None, "images_with_hole": 0}
+        return {"psnr_hole_db": None, "l1_hole": None, "ssim": None, "ssim_hole": None, "images_with_hole": 0}
+    pred_hwc, gt_hwc = pred.permute(0, 2, 3, 1).numpy(), gt.permute(0, 2, 3, 1).numpy()  # (N, S, S, 3) uint8
+    ssim = np.array([_ssim(pred_hwc[i], gt_hwc[i], pixel_missing[i].numpy()) for i in has.nonzero().flatten()])
     return {"psnr_hole_db": float(psnr[has].mean()), "l1_hole": float(l1[has].mean()),
-            "images_with_hole": int(has.sum())}
+            "ssim": float(ssim[:, 0].mean()), "ssim_hole": float(ssim[:, 1].mean()), "images_with_hole": int(has.sum())}
 
 
 def _sha(data: bytes | str) -> str:

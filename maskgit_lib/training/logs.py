@@ -2,7 +2,7 @@
 
 :class:`CsvLogger` writes ``log.csv`` (one row per log interval and per
 validation), :func:`read_csv` reads it back skipping half-written lines, and
-:func:`plot_curves` draws every numeric column against ``step`` into
+:func:`plot_curves` (:func:`curves_figure`) draws every numeric column that varies against ``step`` into
 ``curves.png`` (matplotlib, imported only when a plot is drawn).
 """
 
@@ -88,41 +88,84 @@ def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     return header, rows
 
 
+FRACTION_METRICS = ("acc", "usage", "mask_ratio")  # columns (also val_*) that are fractions in [0, 1]
+
+
+def _is_fraction(key: str) -> bool:
+    return any(key.removeprefix("val_").endswith(name) for name in FRACTION_METRICS)
+
+
+def _fraction_ylim(ys: Sequence[float], min_span: float = 0.05) -> tuple[float, float]:
+    """A y range of at least ``min_span`` around values in [0, 1], kept inside [0, 1] plus a small margin."""
+    lo, hi = min(ys), max(ys)
+    pad = max(0.0, min_span - (hi - lo)) / 2
+    lo, hi = lo - pad, hi + pad
+    if hi > 1.0:
+        lo, hi = lo - (hi - 1.0), 1.0
+    if lo < 0.0:
+        lo, hi = 0.0, hi - lo
+    margin = 0.03 * (hi - lo)
+    return lo - margin, hi + margin
+
+
 def plot_curves(csv_path: Path, png_path: Path, title: str = "") -> Path | None:
-    """Plot every numeric CSV column against ``step`` into one PNG (matplotlib, no pyplot).
+    """Plot the numeric CSV columns that vary against ``step`` into one PNG (:func:`curves_figure`).
 
     Returns:
-        ``png_path``, or None if the log has no rows yet.
+        ``png_path``, or None if the log has no rows yet (or nothing varies).
+    """
+    fig = curves_figure(csv_path, title)
+    return None if fig is None else atomic_write(png_path, lambda tmp: fig.savefig(tmp, format="png", dpi=80))
+
+
+def curves_figure(csv_path: Path, title: str = ""):
+    """The figure of :func:`plot_curves`: one panel per numeric column that varies, against ``step`` (no pyplot).
+
+    A column whose values are all equal (within 1e-12, two rows or more) gets no panel; the figure's footer names
+    it and its value. Fractions (``*acc``, ``*usage``, ``mask_ratio``) get a y range of at least 0.05, so that
+    noise around 0.999 does not fill a panel as if it were a collapse.
+
+    Returns:
+        a matplotlib ``Figure``, or None if the log has no rows yet (or nothing varies).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # heavy: only when a plot is drawn
     from matplotlib.figure import Figure
 
     header, rows = read_csv(Path(csv_path))
-    series = {}
+    series, constant = {}, {}
     for key in header:
         if key in ("step", "epoch", "elapsed_s"):
             continue
         pts = [(float(r["step"]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
-        if pts:
+        finite = [y for _, y in pts if math.isfinite(y)]
+        if len(pts) >= 2 and len(finite) == len(pts) and max(finite) - min(finite) <= 1e-12:
+            constant[key] = finite[0]
+        elif pts:
             series[key] = pts
     if not series:
         return None
     cols = min(3, len(series))
     nrows = math.ceil(len(series) / cols)
-    fig = Figure(figsize=(4.2 * cols, 3.0 * nrows))
+    fig = Figure(figsize=(4.2 * cols, 2.8 * nrows + (0.4 if title else 0) + (0.3 if constant else 0)),
+                 layout="constrained")
     FigureCanvasAgg(fig)
-    fig.subplots_adjust(left=0.08, right=0.97, bottom=0.12 / nrows, top=1 - 0.12 / nrows, hspace=0.55, wspace=0.3)
     for i, (key, pts) in enumerate(series.items()):
         ax = fig.add_subplot(nrows, cols, i + 1)
         xs, ys = zip(*pts)
         ax.plot(xs, ys, marker="o" if key.startswith("val_") and len(xs) < 30 else None, ms=3)
-        positive = all(y > 0 for y in ys if math.isfinite(y))
-        if positive and key in ("loss", "lr") and max(ys) > 20 * min(ys):
+        finite = [y for y in ys if math.isfinite(y)]
+        if finite and all(y > 0 for y in finite) and key in ("loss", "lr") and max(finite) > 20 * min(finite):
             ax.set_yscale("log")
+        else:
+            ax.ticklabel_format(axis="y", useOffset=False)
+        if finite and _is_fraction(key) and all(0.0 <= y <= 1.0 for y in finite):
+            ax.set_ylim(*_fraction_ylim(finite))
         ax.set_title(key, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title, fontsize=10)
-    return atomic_write(png_path, lambda tmp: fig.savefig(tmp, format="png", dpi=80))
+    if constant:
+        fig.supxlabel("constant, not drawn: " + ", ".join(f"{k} = {v:.6g}" for k, v in constant.items()), fontsize=8)
+    return fig

@@ -35,7 +35,7 @@ from maskgit_lib.errors import CheckpointError, ConfigError, DataError
 from maskgit_lib.inpaint import Inpainter, InpaintSettings
 from maskgit_lib.masking import get_schedule, pixel_to_token_mask
 from maskgit_lib.transformer import MaskGITTransformer, load_transformer, save_transformer
-from maskgit_lib.vqgan import VQGAN, load_vqgan, save_vqgan
+from maskgit_lib.vqgan import load_vqgan
 
 S = 64
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0

@@ -93,7 +93,9 @@ def test_kid_is_seeded_and_leaves_the_global_rngs_alone():
     assert kid.kid_from_features(x, y, subsets=10, subset_size=20, seed=3) == first
     assert kid.kid_from_features(x, y, subsets=10, subset_size=20, seed=4) != first
     assert (np.random.get_state()[1] == np_state).all() and torch.equal(torch.get_rng_state(), torch_state)
-    assert kid.kid_subset_size(747, 747) == 747 and kid.kid_subset_size(5000, 3000) == 1000
+    assert kid.kid_subset_size(747, 747, 1000) == 747 and kid.kid_subset_size(5000, 3000, 1000) == 1000
+    assert kid.kid_subset_size(747, 747) == 373 and kid.kid_subset_size(3, 64) == 2  # default: half the smaller set
+    assert kid.kid_subset_size(2000, 2000) == 1000 and kid.kid_subset_size(5000, 3000) == 1000
 
 
 def test_kid_refuses_bad_arguments():
@@ -261,7 +263,7 @@ def test_fid_a_a_is_zero_and_kid_is_near_zero(env, capsys):
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0] == "FID: 0.000000"
-    m = re.fullmatch(r"KID: (\S+) ± (\S+) \(subsets 100 x size 6\)", lines[1])
+    m = re.fullmatch(r"KID: (\S+) ± (\S+) \(subsets 100 x size 3\)", lines[1])
     mean, std = float(m.group(1)), float(m.group(2))
     code, out, _ = _run(capsys, env["a"], env["b"])
     m2 = re.search(r"KID: (\S+) ± (\S+)", out)
@@ -296,7 +298,7 @@ def test_stats_round_trip_and_lab_csv_through_the_cli(env, capsys, tmp_path):
     code, out, err = _run(capsys, env["a"], lab)
     assert code == 0, err
     assert float(re.search(r"FID: (\S+)", out).group(1)) < 1e-3  # the same images as a tensor: FID ~0
-    assert "(subsets 100 x size 6)" in out
+    assert "(subsets 100 x size 3)" in out
     code, _, err = _run(capsys, env["a"], tmp_path / "short.csv")
     assert code == 2 and "short.csv does not exist" in err
 

@@ -103,8 +103,9 @@ def add_fid_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-kid", action="store_true", help="print FID only (KID needs image features)")
     parser.add_argument("--kid-subsets", type=positive_int, default=DEFAULT_SUBSETS,
                         help=f"random subsets KID averages over (default {DEFAULT_SUBSETS})")
-    parser.add_argument("--kid-subset-size", type=int_at_least(2), default=DEFAULT_SUBSET_SIZE,
-                        help=f"images per side and subset, capped at the image counts (default {DEFAULT_SUBSET_SIZE})")
+    parser.add_argument("--kid-subset-size", type=int_at_least(2), default=None,
+                        help=f"images per side and subset, capped at the image counts (default: {DEFAULT_SUBSET_SIZE}, "
+                             "or half the smaller folder when it holds fewer than twice that)")
     parser.add_argument("--save-stats", type=Path, default=None, metavar="OUT.npz",
                         help="write PRED's statistics (mu, sigma) as pytorch-fid's --save-stats does")
 

@@ -138,7 +138,7 @@ def evaluate(row: Row, outputs: torch.Tensor, seconds: float, data: TrackData, g
     """The JSON record of a finished row: settings, metrics, FID, KID and times.
 
     FID and KID (:func:`~maskgit_lib.evaluation.kid.kid_from_features`: 100 subsets of
-    min(1000, N) images, seed 0, its own generator) come from the same features of
+    1000 images, or N/2 below 2000, seed 0, its own generator) come from the same features of
     ``outputs`` against ``gt_feats`` (N, 2048); ``fid_seconds`` covers features, FID and KID.
     """
     n = len(data.names)

@@ -9,12 +9,11 @@ mean discrepancy with the cubic polynomial kernel
 
 over the same pool3 features FID uses. As torch-fidelity and torchmetrics report it, it
 is computed on ``subsets`` random subsets of ``m`` features per side (drawn without
-replacement, ``m = min(subset_size, N1, N2)``) and given as the mean and the standard
+replacement, ``m`` from :func:`kid_subset_size`: 1000, or half the smaller set when that is smaller) and given as the mean and the standard
 deviation (ddof 0) over the subsets. Its expectation is 0 for two samples of one
 distribution, so a small negative value is possible and means "indistinguishable".
-A set against itself is not two independent samples: with m = N every subset is the
-whole set (std 0) and KID = -(2/m) (mean k(x,x) - mean_{i!=j} k(x_i,x_j)), slightly
-negative and shrinking like 1/m (``maskgit fid A A`` on 6 images printed -0.018).
+A set against itself is not two independent samples: the estimate is then slightly
+negative, shrinking like 1/m.
 
 The subsets come from their own ``numpy.random.default_rng(seed)``: the global RNGs are
 never touched, and the same features and seed always give the same numbers.
@@ -50,18 +49,29 @@ def mmd2_unbiased(k_xx: np.ndarray, k_yy: np.ndarray, k_xy: np.ndarray) -> float
     return float(off_diagonal / (m * (m - 1)) - 2.0 * k_xy.sum() / (m * m))
 
 
-def kid_subset_size(n1: int, n2: int, subset_size: int = DEFAULT_SUBSET_SIZE) -> int:
-    """The subset size KID actually uses, ``min(subset_size, n1, n2)``."""
-    return min(int(subset_size), int(n1), int(n2))
+def kid_subset_size(n1: int, n2: int, subset_size: int | None = None) -> int:
+    """The subset size KID uses: ``min(subset_size, n1, n2)`` if given, else the default rule.
+
+    The default (``subset_size=None``) is :data:`DEFAULT_SUBSET_SIZE` (1000, torch-fidelity's
+    and torchmetrics') when both sets hold at least twice that, else half the smaller set
+    (at least 2). With fewer images than 1000 (this course's 64 to 747) those libraries
+    refuse, and ``m = N`` would make every subset the whole set: the reported standard
+    deviation would be 0 and mean nothing. Half-size subsets keep the estimate unbiased
+    and give the spread a meaning.
+    """
+    n = min(int(n1), int(n2))
+    if subset_size is not None:
+        return min(int(subset_size), n)
+    return DEFAULT_SUBSET_SIZE if DEFAULT_SUBSET_SIZE <= n // 2 else max(2, n // 2)
 
 
 def kid_from_features(
-    f1: np.ndarray, f2: np.ndarray, subsets: int = DEFAULT_SUBSETS, subset_size: int = DEFAULT_SUBSET_SIZE,
+    f1: np.ndarray, f2: np.ndarray, subsets: int = DEFAULT_SUBSETS, subset_size: int | None = None,
     seed: int = 0,
 ) -> tuple[float, float]:
     """KID between two feature sets: mean and standard deviation of the unbiased MMD^2 over random subsets.
 
-    Each of the ``subsets`` draws picks ``m = min(subset_size, N1, N2)`` rows of each set
+    Each of the ``subsets`` draws picks ``m = kid_subset_size(N1, N2, subset_size)`` rows of each set
     without replacement (``numpy.random.default_rng(seed)``, never a global RNG) and
     computes :func:`mmd2_unbiased` with :func:`polynomial_kernel`. With ``m`` equal to
     both N, a subset is the whole set and every subset gives the same value. For N up
@@ -72,7 +82,8 @@ def kid_from_features(
         f1: (N1, D) features, e.g. of predictions; f2: (N2, D) features, e.g. of ground
             truth (any float dtype; computed in float64).
         subsets: number of random subsets, >= 1 (default 100).
-        subset_size: rows per side and subset, >= 2 (default 1000; capped at N1 and N2).
+        subset_size: rows per side and subset, >= 2, capped at N1 and N2 (None: 1000, or half
+            the smaller set when it holds fewer than 2000).
         seed: seed of the subsets' generator.
 
     Returns:
@@ -91,7 +102,7 @@ def kid_from_features(
         raise DataError("KID features hold NaN or inf values; expected finite Inception features")
     if int(subsets) != subsets or subsets < 1:
         raise ConfigError(f"KID subsets must be an integer >= 1, got {subsets}")
-    if int(subset_size) != subset_size or subset_size < 2:
+    if subset_size is not None and (int(subset_size) != subset_size or subset_size < 2):
         raise ConfigError(f"KID subset size must be an integer >= 2, got {subset_size}")
     m = kid_subset_size(len(x), len(y), subset_size)
     rng = np.random.default_rng(seed)

@@ -64,7 +64,7 @@ def markdown_report(report: dict) -> str:
                       f"{100 * rows[0]['missing_pixel_fraction']:.1f}% of pixels missing)", "", *_table(rows)]
     lines += ["", "## Notes", "", f"- FID: {meta['fid_protocol']}", f"- Determinism: {NOTE_DETERMINISM}",
               "- KID: unbiased MMD^2 of the same Inception features with the kernel (x.y/2048 + 1)^3, mean ± std "
-              "over 100 random subsets of min(1000, N) images per side (seed 0), shown x 1000. Unlike FID it is "
+              "over 100 random subsets of 1000 images per side, or N/2 when N < 2000 (seed 0), shown x 1000. Unlike FID it is "
               "unbiased at small N (its expectation is 0 for equal distributions, so it can be slightly negative).",
               "- PSNR and L1 are over the missing pixels only (per image, then averaged; L1 on the 0..1 scale).",
               "- SSIM: scikit-image `structural_similarity` (7x7 windows, data range 255, RGB channels) of the whole "

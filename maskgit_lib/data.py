@@ -1,13 +1,9 @@
 """Loading and validating images and hole masks.
 
-Three kinds of input folder are accepted:
-
-- the default dataset built by ``maskgit prepare-data`` (``data/twemoji64``);
-- the course lab's layout: ``train/``, ``val/``, and test inputs
-  ``masked_image/image_NNN.png`` with ``mask64/mask_NNN.png``;
-- any folder of images of any size and mode: each is centre-cropped to a
-  square, resized to 64x64 with antialiasing and converted to RGB (alpha is
-  composited onto white; grayscale and 16-bit images are scaled properly).
+Accepted: the default dataset (``maskgit prepare-data``), the course lab's layout
+(``train/``, ``val/``, ``masked_image/image_NNN.png`` with ``mask64/mask_NNN.png``), and
+any folder of images of any size and mode (centre-cropped, resized to 64x64 with
+antialiasing, RGB: alpha on white, grayscale and 16-bit scaled properly).
 
 Conventions: ``images`` are float32 (3, H, W) in [-1, 1]; masks are returned
 as ``pixel_missing`` bool (H, W), True = missing pixel (the lab's mask value 0),
@@ -30,6 +26,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from . import paths
 from .outputs import atomic_write
 from .errors import DataError
+from .views import hflip
 
 logger = logging.getLogger(__name__)
 
@@ -196,8 +193,7 @@ def load_mask(path: str | os.PathLike, size: int | None = None, threshold: bool 
         pixel_missing: bool (H, W), True = missing pixel.
 
     Raises:
-        DataError: for an unreadable file, or a mask holding values other than 0
-            and 255 while ``threshold`` is off.
+        DataError: an unreadable file, or values other than 0 and 255 without ``threshold``.
     """
     path = Path(path)
     return _mask_tensor(_open(path), path, size, threshold, mask_convention)
@@ -239,10 +235,9 @@ class ImageFolder(torch.utils.data.Dataset):
     ones are dropped with a logged warning.
 
     Args:
-        folder: folder of images (:func:`list_images`).
-        size: output side in pixels.
-        hflip: randomly mirror images left-right (probability 0.5).
-        skip_unreadable: check all files now and skip the unreadable ones.
+        folder: folder of images (:func:`list_images`). size: output side in pixels.
+        hflip: randomly mirror images left-right (probability 0.5, :func:`maskgit_lib.views.hflip`).
+        skip_unreadable: see above.
         generator: optional ``torch.Generator`` for the flips (leave it None with
             DataLoader workers: each worker would copy it and flip in lockstep).
 
@@ -273,7 +268,7 @@ class ImageFolder(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> torch.Tensor:
         image = load_image(self.files[index], self.size)  # (3, size, size)
         if self.hflip and float(torch.rand((), generator=self.generator)) < 0.5:
-            image = image.flip(-1)
+            image = hflip(image)
         return image
 
 
@@ -318,6 +313,15 @@ def _competing(files: list[Path]) -> str:
     """``a.png and b.png would both`` / ``a.png, b.png and c.png would all``."""
     names = [f.name for f in files]
     return f"{', '.join(names[:-1])} and {names[-1]} in {files[0].parent} would {'both' if len(names) == 2 else 'all'}"
+
+
+def open_pair(image_path: Path, mask_path: Path) -> tuple[Image.Image, Image.Image]:
+    """Open an image and its mask (checked as :func:`load_image` checks); DataError unless equal sizes."""
+    im_image, im_mask = _open(image_path), _open(mask_path)
+    if im_image.size != im_mask.size:
+        raise DataError(f"Mask {mask_path} is {im_mask.width}x{im_mask.height} but image {image_path} is "
+                        f"{im_image.width}x{im_image.height}; expected a mask of the same size as its image.")
+    return im_image, im_mask
 
 
 class InpaintFolder(torch.utils.data.Dataset):
@@ -384,10 +388,7 @@ class InpaintFolder(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[str, torch.Tensor, torch.Tensor]:
         image_path, mask_path = self.pairs[index]
-        im_image, im_mask = _open(image_path), _open(mask_path)
-        if im_image.size != im_mask.size:
-            raise DataError(f"Mask {mask_path} is {im_mask.width}x{im_mask.height} but image {image_path} is "
-                            f"{im_image.width}x{im_image.height}; expected a mask of the same size as its image.")
+        im_image, im_mask = open_pair(image_path, mask_path)
         image = _image_tensor(im_image, self.size)  # (3, size, size)
         pixel_missing = _mask_tensor(im_mask, mask_path, self.size, self.threshold, self.mask_convention)
         return image_path.stem, image, pixel_missing

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data import INVERTED_WARNING_FRACTION, _mask_tensor, _open, _to_rgb, from_uint8, to_uint8
+from .data import INVERTED_WARNING_FRACTION, _mask_tensor, _open, _to_rgb, from_uint8, open_pair, to_uint8
 from .errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -238,9 +238,6 @@ def load_pair_view(image_path: Path, mask_path: Path, threshold: bool = False, m
     Raises:
         DataError: an unreadable file, a non-binary mask, or a mask of another size than its image.
     """
-    im_image, im_mask = _open(image_path), _open(mask_path)
-    if im_image.size != im_mask.size:
-        raise DataError(f"Mask {mask_path} is {im_mask.width}x{im_mask.height} but image {image_path} is "
-                        f"{im_image.width}x{im_image.height}; expected a mask of the same size as its image.")
+    im_image, im_mask = open_pair(image_path, mask_path)
     missing = _mask_tensor(im_mask, mask_path, None, threshold, check_mask_convention(mask_convention)).numpy()
     return make_view(np.array(_to_rgb(im_image), dtype=np.uint8), missing, size)

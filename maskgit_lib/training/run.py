@@ -22,7 +22,7 @@ from ..config import TrainConfig
 from ..errors import ConfigError
 from ..outputs import atomic_write
 from ..runtime import resolve_device
-from .loop import TrainSession
+from .loop import FINAL_NAME, Trainer, TrainSession
 
 WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -94,3 +94,11 @@ def export_weights(src: Path, dst: Path, dtype: torch.dtype | None = None) -> Pa
     tensors, meta = read_weights(src)
     cast = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     return save_weights(dst, cast, model_type=meta["model_type"], config=meta["config"], metrics=meta["metrics"])
+
+
+def run_and_export(run: RunConfig, trainer: Trainer) -> dict[str, Any]:
+    """Run ``trainer``; rank 0 then copies the final weights to ``run.export`` (if set). Returns the summary."""
+    summary = trainer.run()
+    if trainer.ctx.is_main and run.export is not None:
+        export_weights(Path(run.out_dir) / FINAL_NAME, run.export, WEIGHT_DTYPES[run.weights_dtype])
+    return summary

@@ -47,9 +47,9 @@ from ..runtime import cleanup_distributed, derive_seed, process_start_time, setu
 from ..transformer import MaskGITTransformer, load_transformer, save_transformer
 from .data import resolve_splits
 from .hole_examples import HOLE_PREFILL, HoleExamples, mix_hole_examples
-from .loop import FINAL_NAME, Trainer, TrainTask
+from .loop import Trainer, TrainTask
 from .optim import check_train_config
-from .run import WEIGHT_DTYPES, RunConfig, export_weights, preset_train_config
+from .run import RunConfig, preset_train_config, run_and_export
 from .tokens import cached_hole_examples, cached_tokens, file_sha256, load_tokenizer, token_cache_key
 
 log = logging.getLogger(__name__)
@@ -259,9 +259,6 @@ def train_transformer(run: TransformerRun) -> dict[str, Any]:
             save_final=lambda path, metrics: save_transformer(model, path, metrics),
             num_train=train_tokens.shape[0], loss_names=LOSS_NAMES, val_names=VAL_NAMES, extra_config=extra,
         )
-        summary = Trainer(task, cfg, ctx, session).run()
-        if ctx.is_main and run.export is not None:
-            export_weights(Path(run.out_dir) / FINAL_NAME, run.export, WEIGHT_DTYPES[run.weights_dtype])
-        return summary
+        return run_and_export(run, Trainer(task, cfg, ctx, session))
     finally:
         cleanup_distributed()

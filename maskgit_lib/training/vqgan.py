@@ -42,9 +42,9 @@ from ..runtime import (DistContext, autocast, cleanup_distributed, derive_seed, 
                        setup_distributed)
 from ..vqgan import VQGAN, save_vqgan
 from .data import load_images_uint8, random_hflip, resolve_splits
-from .loop import FINAL_NAME, Trainer, TrainTask
+from .loop import Trainer, TrainTask
 from .optim import check_train_config
-from .run import WEIGHT_DTYPES, RunConfig, export_weights, preset_train_config
+from .run import RunConfig, preset_train_config, run_and_export
 
 log = logging.getLogger(__name__)
 
@@ -241,9 +241,6 @@ def train_vqgan(run: VQGANRun) -> dict[str, Any]:
             loss_names=objective.loss_names, val_names=(*VAL_NAMES, "num_images"),
             extras=objective.extras, after_step=objective.after_step,
         )
-        summary = Trainer(task, cfg, ctx, session).run()
-        if ctx.is_main and run.export is not None:
-            export_weights(Path(run.out_dir) / FINAL_NAME, run.export, WEIGHT_DTYPES[run.weights_dtype])
-        return summary
+        return run_and_export(run, Trainer(task, cfg, ctx, session))
     finally:
         cleanup_distributed()

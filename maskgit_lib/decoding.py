@@ -15,10 +15,14 @@ Per image, with N0 = number of hidden tokens at the start and T = ``steps``
         confidence = log p(sampled) + c (1 - r) Gumbel     # mask_by_random_topk; known tokens:
         re-mask the n lowest-confidence positions          #   CONFIDENCE_OF_KNOWN_TOKENS = +inf
 
-Two ``confidence`` variants, chosen once before the loop (the loop itself is the
+Three ``confidence`` variants, chosen once before the loop (the loop itself is the
 reference):
 
 * ``"official"``: the above (:func:`sample_tokens`).
+* ``"p"``: the same sampled token, ranked by its probability p instead of log p
+  (:func:`sample_tokens_prob`); at tau = 0 (argmax) it is the lab's rule. It
+  separates the two things the lab changes: the token choice and the scale the
+  choice noise is added to.
 * ``"lab"``: the course lab's rule (:func:`lab_argmax_tokens`), kept for teaching. The lab
   writes the argmax token (no sampling) and ranks by its probability,
   confidence = max_k softmax(logits / tau)_k + c (1 - r) Gumbel. Probabilities
@@ -174,8 +178,8 @@ def _check_inputs(tokens: torch.Tensor, is_masked: torch.Tensor, steps: int, sta
         raise ConfigError(f"start_step must be in 0..{steps - 1}, got {start_step!r}")
     if choice_temperature < 0 or sampling_temperature < 0:
         raise ConfigError("choice_temperature and sampling_temperature must be >= 0")
-    if confidence not in ("official", "lab"):
-        raise ConfigError(f"confidence must be 'official' or 'lab', got {confidence!r}")
+    if confidence not in TOKEN_CHOICES:
+        raise ConfigError(f"confidence must be one of {', '.join(CONFIDENCE_KINDS)}, got {confidence!r}")
 
 
 def _resolve_mask_token_id(tokens_to_logits: TokensToLogits, mask_token_id: int | None) -> int:
@@ -227,8 +231,20 @@ def lab_argmax_tokens(log_probs: torch.Tensor, sampling_temperature: float,
     return sampled, score.exp()  # (B, L) lab: max_k p_k, a probability
 
 
+def sample_tokens_prob(log_probs: torch.Tensor, sampling_temperature: float,
+                       generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The official token choice scored by probability: sample (argmax at tau = 0), score ``p(sampled)``.
+
+    Same signature as :func:`sample_tokens`; returns int64 (B, L) ids and float32
+    (B, L) ``p(sampled)`` in [0, 1]. At tau = 0 this is the lab's rule exactly.
+    """
+    sampled, log_p = sample_tokens(log_probs, sampling_temperature, generator)  # (B, L) x2
+    return sampled, log_p.exp()  # (B, L) p(sampled), a probability
+
+
 TOKEN_CHOICES: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor]]] = {
-    "official": sample_tokens, "lab": lab_argmax_tokens}
+    "official": sample_tokens, "p": sample_tokens_prob, "lab": lab_argmax_tokens}
+CONFIDENCE_KINDS = tuple(TOKEN_CHOICES)  # ("official", "p", "lab")
 
 
 def mask_len(n0: torch.Tensor, unknown: torch.Tensor, ratio: float, gamma: Schedule, last: bool) -> torch.Tensor:
@@ -278,7 +294,7 @@ def iterative_decode(
     sampling_temperature: float = 1.0,
     generator: torch.Generator | None = None,
     start_step: int = 0,
-    confidence: Literal["official", "lab"] = "official",
+    confidence: Literal["official", "p", "lab"] = "official",
     mask_token_id: int | None = None,
     record_logits: bool = False,
 ) -> DecodeTrace:
@@ -301,8 +317,8 @@ def iterative_decode(
         generator: optional random generator (sampling and choice noise).
         start_step: run steps start_step..T-1 only (official editing); N0 is the
             hidden count of the input.
-        confidence: "official" (log p of a sampled token) or "lab" (argmax token,
-            its probability as confidence); see the module docstring.
+        confidence: "official" (log p of a sampled token), "p" (p of a sampled token)
+            or "lab" (argmax token, its probability); see the module docstring.
         mask_token_id: K; defaults to ``tokens_to_logits.mask_token_id``.
         record_logits: keep every step's logits in the trace (memory S*B*L*K floats).
 

@@ -42,7 +42,7 @@ import torch
 from . import paths
 from .blend import composite, get_blend  # noqa: F401  (composite: re-exported, its old home)
 from .data import from_uint8, to_uint8
-from .decoding import DecodeTrace, check_steps_fit, iterative_decode
+from .decoding import CONFIDENCE_KINDS, DecodeTrace, check_steps_fit, iterative_decode
 from .errors import CheckpointError, ConfigError, DataError
 from .masking import get_schedule, pixel_to_token_mask
 from .masks import border_mask
@@ -66,7 +66,10 @@ class InpaintSettings:
             None means s = T.
         choice_temperature: Gumbel noise scale on the confidence (annealed).
         sampling_temperature: logits are divided by it (0 = argmax).
-        confidence: "official" (log p of a sampled token) or "lab" (argmax probability).
+        confidence: "lab" (default: the argmax token, ranked by its probability plus the
+            annealed noise, the course lab's rule and the best the sampler study measured,
+            ``results/sampler_study/README.md``), "official" (the paper's: log p of a
+            sampled token) or "p" (a sampled token ranked by p); see :mod:`maskgit_lib.decoding`.
         dilate: grow the hidden token region by this many tokens (official editing: 1).
         composite: put the known input pixels back over the decoded image (else: raw decode).
         blend: how the decoded holes meet the known pixels when compositing: "poisson"
@@ -82,7 +85,7 @@ class InpaintSettings:
     sweet_spot: int | None = None
     choice_temperature: float = 4.5
     sampling_temperature: float = 1.0
-    confidence: str = "official"
+    confidence: str = "lab"
     dilate: int = 0
     composite: bool = True
     prefill: str = "harmonic"
@@ -96,8 +99,8 @@ class InpaintSettings:
                                             or not 1 <= self.sweet_spot <= self.steps):
             raise ConfigError(f"sweet spot must be an integer in 1..steps (1..{self.steps}), got {self.sweet_spot!r}")
         get_schedule(self.schedule)  # ConfigError naming the valid schedules
-        if self.confidence not in ("official", "lab"):
-            raise ConfigError(f"confidence must be 'official' or 'lab', got {self.confidence!r}")
+        if self.confidence not in CONFIDENCE_KINDS:
+            raise ConfigError(f"confidence must be one of {', '.join(CONFIDENCE_KINDS)}, got {self.confidence!r}")
         get_prefill(self.prefill)  # ConfigError naming the choices
         get_blend(self.blend)
         if not isinstance(self.dilate, int) or self.dilate < 0:

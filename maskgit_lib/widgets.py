@@ -1,10 +1,13 @@
 """ipywidgets for the notebooks: mask-ratio explorer, decoding player, schedule explorer.
 
 House rules (docs/architecture.md, "Widgets"): frames are rendered once, up front, to PNG
-bytes; moving a slider only swaps already-rendered bytes into an
-:class:`ipywidgets.Image`. A control that must recompute (the schedule
-explorer) uses ``continuous_update=False`` (it fires on release) and a cache
-keyed by plain values, so revisiting a setting costs nothing.
+bytes, each in its own :class:`ipywidgets.Image` inside an :class:`ipywidgets.Stack`; the
+slider (and Play button) is ``jslink``-ed to the stack, so moving it swaps frames in the
+browser with no kernel: executed notebooks, HTML exports and nbviewer animate from the
+saved widget state (``make browser-check`` checks this in headless Chromium). A control
+that must recompute (the schedule explorer) needs a kernel: it uses
+``continuous_update=False`` (it fires on release) and a cache keyed by plain values, so
+revisiting a setting costs nothing.
 
 Every builder returns a small dataclass holding the container to display
 (``.widget``; the dataclass itself also displays as that widget) and handles
@@ -12,7 +15,7 @@ to its controls, so tests and notebooks can drive it without a browser::
 
     viewer = decoding_player(frames)
     viewer.slider.value = 3
-    assert viewer.image.value == viewer.frames[2]
+    assert viewer.image.value == viewer.frames[2]  # the stack shows frame 2 (slider counts from 1)
 
 Frames are drawn with PIL (milliseconds each), not matplotlib.
 """
@@ -46,37 +49,56 @@ class _Displayable:
 
 @dataclass(repr=False)
 class FrameViewer(_Displayable):
-    """A slider (and optionally a Play button) over pre-rendered PNG frames.
+    """A slider (and optionally a Play button) over pre-rendered PNG frames that works without a kernel.
+
+    Every frame is its own :class:`ipywidgets.Image` (with its caption above it) inside a
+    :class:`ipywidgets.Stack`; the slider's index is ``jslink``-ed to the stack's
+    ``selected_index`` (and the Play button to the slider), so the browser swaps frames by
+    itself: an executed notebook's saved widget state animates in an HTML export or nbviewer.
+    In a kernel a Python-side observer does the same, so code can drive the viewer too.
 
     Attributes:
         widget: the container to display.
-        image: the :class:`ipywidgets.Image` showing the current frame.
+        stack: the :class:`ipywidgets.Stack` of frames (child ``offset + i`` shows frame i).
         slider: the slider; its value selects the frame (see :meth:`index_of`).
         frames: the PNG bytes of every frame.
         values: the slider value of every frame.
         play: an :class:`ipywidgets.Play` jslinked to the slider, or None.
-        label: an HTML caption of the current frame.
         captions: one caption per frame.
+        offset: stack index of frame 0 (1 when the slider counts from 1: child 0 is a placeholder).
     """
 
     widget: widgets.Widget
-    image: widgets.Image
+    stack: widgets.Stack
     slider: widgets.Widget
     frames: list[bytes]
     values: list[Any]
     play: widgets.Play | None = None
-    label: widgets.HTML | None = None
     captions: list[str] = field(default_factory=list)
+    offset: int = 0
 
     def index_of(self, value: Any) -> int:
         """Frame index of a slider value (the nearest one)."""
         return int(np.argmin([abs(float(v) - float(value)) for v in self.values]))
 
+    @property
+    def current(self) -> int:
+        """Index of the frame the stack shows."""
+        return int(self.stack.selected_index) - self.offset
+
+    @property
+    def image(self) -> widgets.Image:
+        """The :class:`ipywidgets.Image` of the frame shown now."""
+        return self.stack.children[self.stack.selected_index].children[1]
+
+    @property
+    def label(self) -> widgets.HTML:
+        """The caption (HTML) of the frame shown now."""
+        return self.stack.children[self.stack.selected_index].children[0]
+
     def show(self, index: int) -> None:
-        """Swap frame ``index`` into the image (what the slider does)."""
-        self.image.value = self.frames[index]
-        if self.label is not None and self.captions:
-            self.label.value = self.captions[index]
+        """Show frame ``index`` (what the slider does)."""
+        self.stack.selected_index = index + self.offset
 
 
 @dataclass(repr=False)
@@ -223,19 +245,23 @@ def token_panel(tokens: torch.Tensor | np.ndarray, grid: int = 16) -> np.ndarray
 
 
 def _viewer(frames: list[bytes], values: list[Any], captions: list[str], slider: widgets.Widget,
-            play: widgets.Play | None) -> FrameViewer:
-    image = widgets.Image(value=frames[0], format="png")
-    label = widgets.HTML(value=captions[0] if captions else "")
+            play: widgets.Play | None, index_trait: str = "value", offset: int = 0) -> FrameViewer:
+    """Stack the frames and link ``slider.<index_trait>`` (= stack index) to the stack, in JS and in Python."""
+    captions = list(captions) or [""] * len(frames)
+    pages = [widgets.VBox([widgets.HTML(value=c), widgets.Image(value=f, format="png")])
+             for f, c in zip(frames, captions)]
+    stack = widgets.Stack([widgets.HTML()] * offset + pages, selected_index=getattr(slider, index_trait))
+    widgets.jslink((slider, index_trait), (stack, "selected_index"))  # the browser swaps frames, kernel or not
+    slider.observe(lambda change: setattr(stack, "selected_index", change["new"]), names=index_trait)
+    if play is not None:  # on load the browser's jslink sets the slider from Play: keep Play where the slider is
+        slider.observe(lambda change: setattr(play, "value", change["new"]), names="value")
     controls = widgets.HBox([play, slider] if play is not None else [slider])
-    viewer = FrameViewer(widgets.VBox([controls, label, image]), image, slider, frames, values, play, label, captions)
-    viewer.show(viewer.index_of(slider.value))
-    slider.observe(lambda change: viewer.show(viewer.index_of(change["new"])), names="value")
-    return viewer
+    return FrameViewer(widgets.VBox([controls, stack]), stack, slider, frames, values, play, captions, offset)
 
 
 def frame_slider(frames: Sequence[bytes], labels: Sequence[str] | None = None, description: str = "frame",
-                 play: bool = False, interval_ms: int = 700) -> FrameViewer:
-    """A slider (values 0..N-1) over any list of pre-rendered PNG frames (e.g. one per layer).
+                 play: bool = False, interval_ms: int = 700, first: int = 0, value: int | None = None) -> FrameViewer:
+    """A slider (values first..first+N-1) over any list of pre-rendered PNG frames (e.g. one per layer).
 
     Args:
         frames: PNG bytes (see :func:`to_png` for Figures and arrays).
@@ -243,17 +269,25 @@ def frame_slider(frames: Sequence[bytes], labels: Sequence[str] | None = None, d
         description: slider label.
         play: add a Play button jslinked to the slider.
         interval_ms: time per frame while playing.
+        first: the slider value of frame 0 (0 or 1: count layers or steps from 1).
+        value: the slider value shown first (default ``first``).
     """
     frames = [to_png(f) for f in frames]
     if not frames:
         raise ValueError("frame_slider needs at least one frame")
-    n = len(frames)
-    slider = widgets.IntSlider(value=0, min=0, max=n - 1, step=1, description=description)
+    if first not in (0, 1):
+        raise ValueError(f"first must be 0 or 1, got {first!r}")
+    n, value = len(frames), first if value is None else value
+    if not first <= value < first + n:
+        raise ValueError(f"value must be in {first}..{first + n - 1}, got {value!r}")
+    slider = widgets.IntSlider(value=value, min=first, max=first + n - 1, step=1, description=description)
     player = None
     if play:
-        player = widgets.Play(value=0, min=0, max=n - 1, step=1, interval=interval_ms, description="play")
+        player = widgets.Play(value=value, min=first, max=first + n - 1, step=1, interval=interval_ms,
+                              description="play")
         widgets.jslink((player, "value"), (slider, "value"))
-    return _viewer(frames, list(range(n)), list(labels or []), slider, player)
+    return _viewer(frames, list(range(first, first + n)), list(labels or []), slider, player,
+                   offset=first)  # value v shows frame v - first
 
 
 def decoding_frames(step_images: torch.Tensor | np.ndarray, is_masked: torch.Tensor | np.ndarray,
@@ -301,14 +335,9 @@ def decoding_player(frames: Sequence[bytes], labels: Sequence[str] | None = None
     Returns:
         A :class:`FrameViewer`; slider values are 1..S (frame = value - 1).
     """
-    frames = list(frames)
     if not frames:
         raise ValueError("decoding_player needs at least one frame")
-    n = len(frames)
-    slider = widgets.IntSlider(value=1, min=1, max=n, step=1, description=description)
-    play = widgets.Play(value=1, min=1, max=n, step=1, interval=interval_ms, description="play")
-    widgets.jslink((play, "value"), (slider, "value"))
-    return _viewer(frames, list(range(1, n + 1)), list(labels or []), slider, play)
+    return frame_slider(frames, labels, description, play=True, interval_ms=interval_ms, first=1)
 
 
 def mask_ratio_explorer(image_or_tokens: torch.Tensor | np.ndarray, schedule: str | Schedule = "cosine",
@@ -335,7 +364,7 @@ def mask_ratio_explorer(image_or_tokens: torch.Tensor | np.ndarray, schedule: st
             (hidden tokens gray) when the first argument is an image.
 
     Returns:
-        A :class:`FrameViewer` with a FloatSlider (precomputed frames) and
+        A :class:`FrameViewer` with a SelectionSlider (its index is the frame; ``slider.value`` is r or gamma) and
         ``values`` the slider value of each frame.
     """
     if over not in ("r", "gamma"):
@@ -373,9 +402,9 @@ def mask_ratio_explorer(image_or_tokens: torch.Tensor | np.ndarray, schedule: st
         panels, names = panels_of(is_masked)
         frames.append(compose_frame(panels, names, caption))
         captions.append(caption)
-    slider = widgets.FloatSlider(value=0.5, min=0.0, max=1.0, step=1.0 / (num_values - 1),
-                                 description=over, readout_format=".2f")
-    return _viewer(frames, values, captions, slider, None)
+    slider = widgets.SelectionSlider(options=[(f"{v:.2f}", v) for v in values], description=over,
+                                     index=int(np.argmin([abs(v - 0.5) for v in values])))
+    return _viewer(frames, values, captions, slider, None, index_trait="index")  # stack index = slider index
 
 
 def schedule_explorer(run_fn: Callable[[str, int, int], Any], schedules: Sequence[str], max_steps: int = 16,

@@ -110,9 +110,8 @@ def test_row_plans():
     assert {("square", 16), ("linear", 4), ("exp", 8)} <= steps
     assert {r.track for r in plans.plan_rows("full")} == set(plans.TRACKS)
     headline = [r.label for r in plans.plan_rows("headline", ("freeform",)) if r.method == "maskgit"]
-    assert headline == ["maskgit cosine T=8", "maskgit cosine T=8 lab-conf", "maskgit cosine T=8 paste-blend",
-                        "maskgit cosine T=8 lab-conf paste-blend", "maskgit cosine T=8 gray-fill paste-blend",
-                        "maskgit cosine T=8 lab-conf gray-fill paste-blend"]
+    assert headline == ["maskgit cosine T=8", "maskgit cosine T=8 paste-blend", "maskgit cosine T=8 official-conf",
+                        "maskgit cosine T=8 official-conf temp=0", "maskgit cosine T=8 gray-fill paste-blend"]
     assert "maskgit cosine T=8 raw" in labels and "maskgit cosine T=8 paste-blend" in labels  # raw: no blend label
     assert len({(r.track, r.label) for r in plans.plan_rows("headline")}) == len(plans.plan_rows("headline"))
 

@@ -1,6 +1,8 @@
 """`maskgit COMMAND --help` (defaults, examples), `-v` in both positions, and `maskgit demo`'s sampler flags."""
 
 import argparse
+import dataclasses
+import json
 import logging
 import shlex
 from pathlib import Path
@@ -53,9 +55,12 @@ def test_every_example_parses(command):
 
 
 def test_demo_epilog_names_the_headline_command():
-    assert "maskgit demo --confidence lab" in EXAMPLES["demo"]
-    headline = (Path(__file__).resolve().parents[1] / "results" / "benchmark_headline.md").read_text()
-    assert "| freeform | maskgit cosine T=8 lab-conf | 64.81 |" in headline  # the row the epilog quotes
+    assert "maskgit demo" in EXAMPLES["demo"] and "maskgit demo --confidence official" in EXAMPLES["demo"]
+    headline = json.loads((Path(__file__).resolve().parents[1] / "results" / "benchmark_headline.json").read_text())
+    rows = {r["label"]: r for r in headline["rows"] if r["track"] == "freeform"}
+    best = min((r for r in rows.values() if r["kind"] == "maskgit"), key=lambda r: r["fid"])
+    assert best["label"] == "maskgit cosine T=8"  # the defaults are the headline's best MaskGIT row
+    assert best["settings"] == dataclasses.asdict(InpaintSettings())
 
 
 @pytest.mark.parametrize("argv, expected", [
@@ -96,11 +101,12 @@ def test_demo_takes_the_sampler_flags_of_inpaint():
                                                        sampling_temperature=0.0, choice_temperature=2.0)
 
 
-def test_demo_defaults_are_unchanged():
+def test_demo_defaults_are_the_library_defaults():
     defaults = settings_from_args(build_parser("demo").parse_args(["demo"]))
     assert defaults == DemoConfig().settings == InpaintSettings()
-    assert (defaults.steps, defaults.schedule, defaults.seed, defaults.confidence, defaults.prefill,
-            defaults.blend) == (8, "cosine", 0, "official", "harmonic", "poisson")
+    assert (defaults.steps, defaults.schedule, defaults.seed, defaults.confidence, defaults.sampling_temperature,
+            defaults.choice_temperature, defaults.prefill, defaults.blend) == (
+        8, "cosine", 0, "lab", 1.0, 4.5, "harmonic", "poisson")  # results/sampler_study/README.md
 
 
 def lab_test_set(root: Path) -> tuple[Path, Path]:
@@ -121,15 +127,15 @@ def lab_test_set(root: Path) -> tuple[Path, Path]:
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_demo_confidence_lab_equals_inpaint_confidence_lab(ckpts, tmp_path, monkeypatch, capsys):
+def test_demo_confidence_official_equals_inpaint_confidence_official(ckpts, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MASKGIT_CHECKPOINTS", str(ckpts))
     images, masks = lab_test_set(tmp_path / "data" / "test")
-    assert main(["demo", "--confidence", "lab", "--limit", "2", "--steps", "2", "--no-fid", "--device", "cpu",
+    assert main(["demo", "--confidence", "official", "--limit", "2", "--steps", "2", "--no-fid", "--device", "cpu",
                  "--data", str(tmp_path / "data"), "--out", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
-    assert "inpainted 2 test images (T=2 cosine, confidence lab, prefill harmonic, blend poisson" in out
+    assert "inpainted 2 test images (T=2 cosine, confidence official, prefill harmonic, blend poisson" in out
     assert "seed 0" in out
-    assert main(["inpaint", "--confidence", "lab", "--steps", "2", "--limit", "2", "--device", "cpu",
+    assert main(["inpaint", "--confidence", "official", "--steps", "2", "--limit", "2", "--device", "cpu",
                  "--images", str(images), "--masks", str(masks), "--out", str(tmp_path / "inpaint")]) == 0
     capsys.readouterr()
     for name in ("image_000.png", "image_001.png"):

@@ -145,6 +145,27 @@ def test_lab_variant_writes_argmax():
     assert torch.equal(trace.final, argmax)
 
 
+def test_p_score_at_tau_0_is_the_lab_rule():
+    """confidence "p" with argmax tokens (tau = 0) reproduces the lab's rule (tau = 1) step for step."""
+    truth, is_masked = make_batch(4, seed=5)
+    runs = [iterative_decode(random_model(6), truth, is_masked, steps=6, mask_token_id=K, confidence=kind,
+                             sampling_temperature=tau, generator=torch.Generator().manual_seed(1))
+            for kind, tau in (("p", 0.0), ("lab", 1.0))]
+    for name in ("tokens", "is_masked", "predicted", "confidence"):
+        assert torch.equal(getattr(runs[0], name), getattr(runs[1], name)), name
+
+
+def test_p_score_samples_the_official_tokens_and_ranks_by_probability():
+    """Same sampled tokens as the official rule at the first step; confidence is p (+ noise), not log p."""
+    truth, is_masked = make_batch(3, seed=7, fractions=[1.0, 1.0, 1.0])
+    official, prob = (iterative_decode(random_model(8), truth, is_masked, steps=4, mask_token_id=K,
+                                       confidence=kind, choice_temperature=0.0,
+                                       generator=torch.Generator().manual_seed(2)) for kind in ("official", "p"))
+    assert torch.equal(official.predicted[0], prob.predicted[0])  # one Gumbel-max draw, same tokens
+    assert torch.allclose(prob.confidence[0], official.confidence[0].exp())  # no noise: p = exp(log p)
+    assert torch.equal(official.is_masked[0], prob.is_masked[0])  # exp is monotone: the same ranking
+
+
 def test_sweet_spot_and_at():
     truth, is_masked = make_batch(2, fractions=[1.0, 0.5])
     trace = iterative_decode(random_model(), truth, is_masked, steps=12, mask_token_id=K,

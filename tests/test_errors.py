@@ -1089,7 +1089,7 @@ def _uniform_logits(tokens: torch.Tensor) -> torch.Tensor:
     ({"schedule": "zigzag"}, ConfigError, "unknown mask schedule 'zigzag'"),
     ({"start_step": 2}, ConfigError, "start_step must be in 0..1, got 2"),
     ({"choice_temperature": -1.0}, ConfigError, "choice_temperature and sampling_temperature must be >= 0"),
-    ({"confidence": "best"}, ConfigError, "confidence must be 'official' or 'lab', got 'best'"),
+    ({"confidence": "best"}, ConfigError, "confidence must be one of official, p, lab, got 'best'"),
     ({"mask_token_id": None}, ConfigError, "mask_token_id is needed"),
     ({"tokens": torch.zeros(2, 16)}, ValueError, "tokens must be an integer tensor (int64), got torch.float32"),
     ({"is_masked": torch.ones(2, 8, dtype=torch.bool)}, ValueError, "is_masked must be bool (2, 16), got torch.bool (2, 8)"),
@@ -1122,7 +1122,7 @@ def test_iterative_decode_all_known_and_all_hidden():
     ({"steps": 8, "sweet_spot": 9}, "sweet spot must be an integer in 1..steps (1..8), got 9"),
     ({"schedule": "zigzag"}, "unknown mask schedule 'zigzag'"),
     ({"dilate": -1}, "dilate must be an integer >= 0, got -1"),
-    ({"confidence": "best"}, "confidence must be 'official' or 'lab'"),
+    ({"confidence": "best"}, "confidence must be one of official, p, lab"),
 ])
 def test_inpaint_settings_are_validated(settings, message):
     with pytest.raises(ConfigError) as exc:

@@ -110,7 +110,7 @@ def test_gallery_rows_follow_the_profile_and_galleries_differ(tmp_path):
         rep = {"meta": {"profile": profile}, "rows": [{**r, "fid": r["fid"] * scale} for r in records]}
         rows = report.gallery_rows(rep, keep, td, "box")
         names = list(rows)
-        assert names[1] == f"MaskGIT cosine T=4, official conf, harmonic fill, poisson blend — FID {104 * scale:.1f}"
+        assert names[1] == f"MaskGIT cosine T=4, lab conf, harmonic fill, poisson blend — FID {104 * scale:.1f}"
         assert names[2] == f"baseline biharmonic — FID {104.3 * scale:.1f}"
         fig = report.gallery_figure(rows, f"{profile} gallery")
         assert set(names) <= _texts(fig) and f"{profile} gallery" in _texts(fig)

@@ -1,5 +1,6 @@
 """Tests for maskgit_lib.inpaint with tiny random-init models (seconds on a CPU)."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -85,8 +86,9 @@ def test_same_seed_same_output_and_another_seed_differs(inpainter):
 
 def test_sweet_spot_returns_that_steps_prediction(inpainter):
     images, pixel_missing = sample_batch()
-    full = inpainter.inpaint(images, pixel_missing, InpaintSettings(steps=8), keep_trace=True)
-    early = inpainter.inpaint(images, pixel_missing, InpaintSettings(steps=8, sweet_spot=3), keep_trace=True)
+    sampled = InpaintSettings(steps=8, confidence="official")  # sampled tokens: step 3 and the end differ
+    full = inpainter.inpaint(images, pixel_missing, sampled, keep_trace=True)
+    early = inpainter.inpaint(images, pixel_missing, dataclasses.replace(sampled, sweet_spot=3), keep_trace=True)
     assert torch.equal(early.trace.tokens, full.trace.tokens)  # same random stream, same decoding
     assert torch.equal(early.raw, inpainter.decode(full.trace.tokens_at(3)))
     assert torch.equal(full.raw, inpainter.decode(full.trace.final))

@@ -34,7 +34,7 @@ LAYERS = [  # lowest first
     ("data", ["data", "masks", "views", "sources", "data_prep", "lab_files", "pil_io"]),
     ("algorithms", ["attention", "quantizer", "discriminator", "masking", "prefill", "blend"]),
     ("models", ["transformer", "vqgan", "decoding", "viz"]),
-    ("api", ["inpaint", "folders", "widgets"]),
+    ("api", ["inpaint", "folders", "widgets", "paint"]),
     ("training", ["training", "training.*"]),
     ("evaluation", ["evaluation", "evaluation.*"]),
     ("cli", ["cli", "cli.*"]),

@@ -3,8 +3,11 @@
 import io
 
 import ipywidgets
+import numpy as np
 import pytest
 import torch
+from ipywidgets.widgets.widget import _instances
+from ipywidgets.widgets.widget_link import Link
 from PIL import Image
 
 from maskgit_lib import widgets
@@ -43,6 +46,34 @@ def test_decoding_frames_and_player_swap_precomputed_frames():
     assert "application/vnd.jupyter.widget-view+json" in player._repr_mimebundle_()
     with pytest.raises(ValueError):
         widgets.decoding_player([])
+
+
+def _links(widget: ipywidgets.Widget) -> set[tuple[str, str, str, str]]:
+    """(source class, trait, target class, trait) of every jslink among the live widgets touching ``widget``."""
+    out = set()
+    for w in list(_instances.values()):
+        if isinstance(w, Link) and widget in (w.source[0], w.target[0]):
+            out.add((type(w.source[0]).__name__, w.source[1], type(w.target[0]).__name__, w.target[1]))
+    return out
+
+
+def test_frames_live_in_a_stack_jslinked_to_the_slider():
+    """What the browser needs without a kernel: one Image per frame in a Stack, the slider jslinked to it."""
+    images, is_masked, confidence = _trace_like()
+    player = widgets.decoding_player(widgets.decoding_frames(images, is_masked, confidence), labels=list("abcde"))
+    stack = player.stack
+    assert isinstance(stack, ipywidgets.Stack) and len(stack.children) == 6  # placeholder + 5 frames
+    assert [c.children[1].value for c in stack.children[1:]] == player.frames
+    assert [c.children[0].value for c in stack.children[1:]] == list("abcde")
+    assert ("IntSlider", "value", "Stack", "selected_index") in _links(player.slider)
+    assert ("Play", "value", "IntSlider", "value") in _links(player.play)
+    explorer = widgets.mask_ratio_explorer(torch.zeros(3, 64, 64), num_values=5)
+    assert ("SelectionSlider", "index", "Stack", "selected_index") in _links(explorer.slider)
+    assert explorer.current == explorer.slider.index == 2 and explorer.slider.value == 0.5
+    layers = widgets.frame_slider(player.frames[:3])
+    assert ("IntSlider", "value", "Stack", "selected_index") in _links(layers.slider) and layers.offset == 0
+    state = ipywidgets.Widget.get_manager_state(drop_defaults=True)["state"]
+    assert state[stack.model_id]["state"]["selected_index"] == 1  # saved state starts at frame 1
 
 
 def test_mask_ratio_explorer_counts_follow_mvtm_rule():
@@ -104,3 +135,17 @@ def test_schedule_explorer_accepts_figures_and_arrays():
     assert _png_size(ex2.image.value) == (16, 16)
     with pytest.raises(ValueError):
         widgets.schedule_explorer(lambda *a: b"", ["cosine"], max_steps=4, initial=("cosine", 5, 2))
+
+
+def test_frame_slider_counts_from_one_and_starts_anywhere():
+    frames = [widgets.to_png(np.full((4, 4, 3), v, np.uint8)) for v in (0, 80, 160)]
+    layers = widgets.frame_slider(frames, labels=["layer 1", "layer 2", "layer 3"], description="layer",
+                                  first=1, value=3)
+    assert (layers.slider.min, layers.slider.max, layers.slider.value) == (1, 3, 3)
+    assert layers.image.value == frames[2] and layers.label.value == "layer 3" and layers.current == 2
+    layers.slider.value = 1
+    assert layers.image.value == frames[0] and layers.label.value == "layer 1"
+    with pytest.raises(ValueError, match="value must be in 1..3"):
+        widgets.frame_slider(frames, first=1, value=0)
+    with pytest.raises(ValueError, match="first must be 0 or 1"):
+        widgets.frame_slider(frames, first=2)

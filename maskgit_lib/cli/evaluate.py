@@ -27,9 +27,9 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"a few rows on the first {QUICK_LIMIT} images, free-form track only "
                              "(writes benchmark_quick.* so a full run is not overwritten)")
     parser.add_argument("--headline", action="store_true",
-                        help="the README's rows (cosine T=8, official/lab confidence x harmonic fill + Poisson or "
-                             "paste, the lab's gray fill + paste) and the references on the whole test set "
-                             "(writes benchmark_headline.*)")
+                        help="the README's rows (cosine T=8: the defaults, blended and pasted; the paper's rule, "
+                             "with sampled and argmax tokens; the lab's gray fill + paste) and the references on the "
+                             "whole test set (writes benchmark_headline.*)")
     parser.add_argument("--complete", action="store_true",
                         help="every row (lab schedules x T in 1,4,8,12,16, all other schedules, all sweet spots): "
                              "hours on a CPU, minutes on a GPU")

@@ -14,6 +14,7 @@ from pathlib import Path
 from .. import paths
 from ..evaluation import demo
 from ..folders import generate_folder, inpaint_folder, outpaint_folder
+from ..decoding import CONFIDENCE_KINDS
 from ..inpaint import Inpainter, InpaintSettings
 from ..outputs import prepare_output_dir
 from .argtypes import fraction, int_at_least, nonnegative_float, schedule_arg, seed_int
@@ -28,9 +29,10 @@ def settings_from_args(args: argparse.Namespace) -> InpaintSettings:
 def add_settings_arguments(parser: argparse.ArgumentParser, batch_size: int = 64) -> None:
     """The ``sampler`` group: every :class:`InpaintSettings` flag shared by the sampling commands and ``demo``."""
     g = parser.add_argument_group("sampler")
-    g.add_argument("--steps", type=int_at_least(1), default=8, metavar="T",
+    D = InpaintSettings  # the defaults are the library's (the class attributes of the dataclass)
+    g.add_argument("--steps", type=int_at_least(1), default=D.steps, metavar="T",
                    help="T, decoding steps (default %(default)s; the lab's name --total-iter T also works)")
-    g.add_argument("--schedule", type=schedule_arg, default="cosine", metavar="NAME",
+    g.add_argument("--schedule", type=schedule_arg, default=D.schedule, metavar="NAME",
                    help="mask schedule: linear, cosine, square, cubic, sqrt, log, exp, arccos, pow<p> "
                         "(default %(default)s; the lab's name --mask-func NAME also works)")
     # The lab's names as separate hidden flags, so that an error names the flag typed (argument --steps: ...).
@@ -39,18 +41,20 @@ def add_settings_arguments(parser: argparse.ArgumentParser, batch_size: int = 64
     g.add_argument("--sweet-spot", type=int_at_least(1), default=None, metavar="S",
                    help="stop after step S <= T and keep that image (default: T)")
     g.add_argument("--seed", type=seed_int, default=0, metavar="N", help="random seed (default %(default)s)")
-    g.add_argument("--confidence", choices=("official", "lab"), default="official",
-                   help="official: log p of a sampled token; lab: argmax probability (the lab's defect) "
-                        "(default %(default)s)")
-    g.add_argument("--choice-temperature", type=nonnegative_float, default=4.5, metavar="C",
+    g.add_argument("--confidence", choices=CONFIDENCE_KINDS, default=D.confidence,
+                   help="token choice and ranking: lab = the argmax token ranked by its probability (the course "
+                        "lab's rule, the best measured), official = a sampled token ranked by log p (the MaskGIT "
+                        "paper), p = a sampled token ranked by p (default %(default)s; "
+                        "results/sampler_study/README.md)")
+    g.add_argument("--choice-temperature", type=nonnegative_float, default=D.choice_temperature, metavar="C",
                    help="Gumbel noise on the confidence, annealed (default %(default)s)")
-    g.add_argument("--temperature", dest="sampling_temperature", type=nonnegative_float, default=1.0,
-                   metavar="TAU",
+    g.add_argument("--temperature", dest="sampling_temperature", type=nonnegative_float,
+                   default=D.sampling_temperature, metavar="TAU",
                    help="sampling temperature, 0 = argmax (default %(default)s)")
-    g.add_argument("--prefill", choices=("harmonic", "gray"), default="harmonic",
+    g.add_argument("--prefill", choices=("harmonic", "gray"), default=D.prefill,
                    help="what the tokenizer sees in the holes: a smooth fill from the hole borders "
                         "or the lab's gray 128 (default %(default)s)")
-    g.add_argument("--blend", choices=("poisson", "paste"), default="poisson",
+    g.add_argument("--blend", choices=("poisson", "paste"), default=D.blend,
                    help="how the decoded holes meet the known pixels: seamless Poisson blending "
                         "or the lab's plain paste (default %(default)s)")
     g.add_argument("--batch-size", type=int_at_least(1), default=batch_size, metavar="N",

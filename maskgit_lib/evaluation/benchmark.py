@@ -12,7 +12,7 @@ Tracks (the same ground-truth images in each, fixed masks, holes painted gray 12
 - ``border``: outpainting, keep the centred 50% square (:func:`~maskgit_lib.masks.border_mask`).
 
 Each row is one method on one track: MaskGIT with some :class:`InpaintSettings`
-(schedule, T, sweet spot s, composite (Poisson or paste) or raw, official or lab confidence), a
+(schedule, T, sweet spot s, composite (Poisson or paste) or raw, the confidence rule), a
 classical baseline (:mod:`maskgit_lib.baselines`) or the VQGAN tokenizer ceiling.
 Metrics: FID against the track's ground truths (pytorch-fid protocol, the same N
 on both sides and for every row), PSNR and L1 over the missing pixels, and

@@ -41,7 +41,7 @@ class DemoConfig:
     Attributes:
         data: dataset folder (None: ``data/twemoji64``). out: output folder (None: ``results/demo``).
         settings: the sampler (:class:`InpaintSettings`; its defaults are the CLI's: cosine T=8, seed 0,
-            official confidence, harmonic prefill, Poisson blend). limit: only the first N test images.
+            the lab's confidence rule, harmonic prefill, Poisson blend). limit: only the first N test images.
         batch_size: images per batch. device: ``auto``/``cpu``/``cuda[:N]``. bf16: bfloat16 autocast.
         fid: compute the FID. overwrite: write into a non-empty folder another program filled.
     """

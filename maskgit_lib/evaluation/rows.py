@@ -41,6 +41,13 @@ FULL_GRID = {"cosine": (1, 4, 8, 12, 16), "linear": (4, 8, 12), "square": (4, 8,
 FULL_OTHER_SCHEDULES = ("arccos",)  # the full profile's other schedules (T = 8)
 
 
+# The reference rules of the headline (results/sampler_study/README.md): the paper's, the paper's with the argmax
+# token, and the course lab's (the library's default).
+PAPER_RULE = {"confidence": "official", "sampling_temperature": 1.0, "choice_temperature": 4.5}
+ARGMAX_PAPER_RULE = {**PAPER_RULE, "sampling_temperature": 0.0}
+LAB_RULE = {"confidence": "lab", "sampling_temperature": 1.0, "choice_temperature": 4.5}
+
+
 NOTE_DETERMINISM = (
     "Fixed masks and per-batch seeds: the same command with the same checkpoints, torch version, device type and "
     "batch size gives bitwise identical outputs and FIDs on this CPU (checked by re-running rows). On another CPU "
@@ -71,10 +78,12 @@ class Row:
                     "vqgan_raw": "VQGAN ceiling (GT recon, raw)"}.get(self.method, f"baseline {self.method}")
         s = self.settings
         text = f"maskgit {s.schedule} T={s.steps}" + (f" s={s.sweet_spot}" if s.sweet_spot is not None else "")
-        return (text + ("" if s.composite else " raw") + (" lab-conf" if s.confidence == "lab" else "")
-                + (f" {s.prefill}-fill" if s.prefill != InpaintSettings.prefill else "")
-                + (f" {s.blend}-blend" if s.composite and s.blend != InpaintSettings.blend else "")
-                + (f" temp={s.sampling_temperature:g}" if s.sampling_temperature != 1.0 else ""))
+        d = InpaintSettings  # only what differs from the library's defaults is named
+        return (text + ("" if s.composite else " raw") + (f" {s.confidence}-conf" if s.confidence != d.confidence else "")
+                + (f" {s.prefill}-fill" if s.prefill != d.prefill else "")
+                + (f" {s.blend}-blend" if s.composite and s.blend != d.blend else "")
+                + (f" temp={s.sampling_temperature:g}" if s.sampling_temperature != d.sampling_temperature else "")
+                + (f" noise={s.choice_temperature:g}" if s.choice_temperature != d.choice_temperature else ""))
 
     @property
     def kind(self) -> str:
@@ -99,13 +108,15 @@ def plan_rows(profile: str = "full", tracks: tuple[str, ...] = TRACKS, seed: int
 
     ``complete`` is the whole grid: the lab's schedules x T in 1, 4, 8, 12, 16, the
     other schedules at T = 8, sweet spots (12, 8), (16, 8), (16, 12), raw, lab
-    confidence (a GPU job). ``full`` prunes it to fit about an hour on a shared
+    the paper's rule (a GPU job). ``full`` prunes it to fit about an hour on a shared
     2-core CPU at 64 images (:data:`FULL_GRID`, :data:`FULL_OTHER_SCHEDULES`);
     ``quick`` is a few free-form rows; ``headline`` is what the README's table needs
-    on the whole test set: cosine T = 8 with the official and the lab's confidence,
-    each with the harmonic fill and Poisson blending (defaults), the harmonic fill
-    pasted, and the lab's pipeline (gray fill, pasted). Box and border tracks get
-    cosine T = 8 blended and pasted (and lab confidence in ``headline``) and the
+    on the whole test set: cosine T = 8 with the library's default rule (harmonic fill,
+    Poisson-blended and pasted), the paper's rule (:data:`PAPER_RULE`) and the paper's
+    rule with argmax tokens (:data:`ARGMAX_PAPER_RULE`), defaults otherwise, and the
+    lab's rule (:data:`LAB_RULE`: blended, pasted, and the lab's whole pipeline, gray
+    fill pasted); duplicates dropped. Box and border tracks get
+    cosine T = 8 blended and pasted (and the paper's rule in ``headline``) and the
     references. T = 1 is listed once (cosine): with one step the schedule is
     never evaluated, so every schedule gives the same output.
     """
@@ -119,21 +130,24 @@ def plan_rows(profile: str = "full", tracks: tuple[str, ...] = TRACKS, seed: int
     for t in tracks:
         if t != "freeform":
             rows += [mg(t), mg(t, blend="paste")] + ([mg(t, composite=False)] if profile == "complete" else [])
-            rows += [mg(t, confidence="lab")] if profile in ("headline", "complete") else []
+            rows += [mg(t, **PAPER_RULE)] if profile in ("headline", "complete") else []
         elif profile == "quick":
-            rows += [mg(t), mg(t, "linear"), mg(t, "square"), mg(t, confidence="lab"), mg(t, blend="paste"),
-                     mg(t, confidence="lab", blend="paste"), mg(t, prefill="gray", blend="paste"),
+            rows += [mg(t), mg(t, "linear"), mg(t, "square"), mg(t, **PAPER_RULE), mg(t, blend="paste"),
+                     mg(t, blend="paste", **PAPER_RULE), mg(t, prefill="gray", blend="paste"),
                      mg(t, steps=1), mg(t, steps=12, sweet_spot=8), mg(t, composite=False)]
         elif profile == "headline":
             fills = (("harmonic", "poisson"), ("harmonic", "paste"), ("gray", "paste"))
-            rows += [mg(t, confidence=c, prefill=p, blend=b) for p, b in fills for c in ("official", "lab")]
+            candidates = ([mg(t, prefill=p, blend=b) for p, b in fills[:2]]  # the library's defaults
+                          + [mg(t, **PAPER_RULE), mg(t, **ARGMAX_PAPER_RULE)]
+                          + [mg(t, prefill=p, blend=b, **LAB_RULE) for p, b in fills])
+            rows += [r for i, r in enumerate(candidates) if r.settings not in [c.settings for c in candidates[:i]]]
         else:
             grid = FULL_GRID if profile == "full" else {s: (1, 4, 8, 12, 16) for s in LAB_SCHEDULES}
             others = FULL_OTHER_SCHEDULES if profile == "full" else [s for s in SCHEDULES if s not in LAB_SCHEDULES]
             rows += [mg(t, s, n) for s in LAB_SCHEDULES for n in grid[s] if n > 1 or s == "cosine"]
             rows += [mg(t, steps=n, sweet_spot=k) for n, k in ((12, 8), (16, 8), (16, 12)) if n in grid["cosine"]]
-            rows += [mg(t, composite=False), mg(t, confidence="lab"), mg(t, blend="paste"),
-                     mg(t, confidence="lab", blend="paste"), mg(t, prefill="gray", blend="paste"),
-                     mg(t, confidence="lab", prefill="gray", blend="paste")] + [mg(t, s) for s in others]
+            rows += [mg(t, composite=False), mg(t, **PAPER_RULE), mg(t, blend="paste"),
+                     mg(t, blend="paste", **PAPER_RULE), mg(t, prefill="gray", blend="paste"),
+                     mg(t, prefill="gray", blend="paste", **PAPER_RULE)] + [mg(t, s) for s in others]
         rows += [Row(t, m) for m in (*baselines.BASELINES, "vqgan_composite", "vqgan_raw")]
     return rows

@@ -23,7 +23,9 @@ reference):
   (:func:`sample_tokens_prob`); at tau = 0 (argmax) it is the lab's rule. It
   separates the two things the lab changes: the token choice and the scale the
   choice noise is added to.
-* ``"lab"``: the course lab's rule (:func:`lab_argmax_tokens`), kept for teaching. The lab
+* ``"lab"``: the course lab's rule (:func:`lab_argmax_tokens`), the default of
+  :class:`~maskgit_lib.inpaint.InpaintSettings` since the sampler study measured it
+  best (``results/sampler_study/README.md``: its argmax token is what wins). The lab
   writes the argmax token (no sampling) and ranks by its probability,
   confidence = max_k softmax(logits / tau)_k + c (1 - r) Gumbel. Probabilities
   live in [0, 1], so with c = 4.5 the Gumbel noise (scale ~1) dominates early

@@ -132,10 +132,10 @@ class HolePainter:
 
     # callbacks: the buttons pass themselves, ipycanvas passes canvas coordinates
     def _fill_clicked(self, _button) -> None:
-        try:
-            self.fill()
-        except ValueError:
-            pass  # the status line already says to paint a hole first
+        if not self.missing.any():
+            self.status.value = "paint a hole first (drag the mouse over the image)"
+            return
+        self.fill()
 
     def _down(self, x: float, y: float) -> None:
         self._drawing, self._last = True, (x, y)
@@ -162,6 +162,9 @@ def hole_painter(image: torch.Tensor, inpainter: Inpainter, settings: InpaintSet
     """
     if image.dim() != 3 or image.shape[0] != 3 or image.shape[1] != image.shape[2]:
         raise ValueError(f"image must be float (3, S, S) in [-1, 1], got {tuple(image.shape)}")
+    if image.shape[-1] != inpainter.image_size:
+        raise ValueError(f"image is {image.shape[-1]}x{image.shape[-1]} but the models work at "
+                         f"{inpainter.image_size}x{inpainter.image_size}; resize it first (maskgit_lib.data.load_image)")
     size = image.shape[-1]
     canvas = Canvas(width=size * SCALE, height=size * SCALE, layout=widgets.Layout(border="1px solid #999"))
     brush_slider = widgets.IntSlider(value=brush, min=1, max=max(2, size // 4), description="brush")

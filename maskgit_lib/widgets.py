@@ -76,6 +76,7 @@ class FrameViewer(_Displayable):
     play: widgets.Play | None = None
     captions: list[str] = field(default_factory=list)
     offset: int = 0
+    index_trait: str = "value"
 
     def index_of(self, value: Any) -> int:
         """Frame index of a slider value (the nearest one)."""
@@ -97,8 +98,11 @@ class FrameViewer(_Displayable):
         return self.stack.children[self.stack.selected_index].children[0]
 
     def show(self, index: int) -> None:
-        """Show frame ``index`` (what the slider does)."""
-        self.stack.selected_index = index + self.offset
+        """Show frame ``index`` by moving the slider (so slider, Play and stack agree)."""
+        if self.index_trait == "index":
+            self.slider.index = index
+        else:
+            self.slider.value = self.values[index]
 
 
 @dataclass(repr=False)
@@ -256,7 +260,8 @@ def _viewer(frames: list[bytes], values: list[Any], captions: list[str], slider:
     if play is not None:  # on load the browser's jslink sets the slider from Play: keep Play where the slider is
         slider.observe(lambda change: setattr(play, "value", change["new"]), names="value")
     controls = widgets.HBox([play, slider] if play is not None else [slider])
-    return FrameViewer(widgets.VBox([controls, stack]), stack, slider, frames, values, play, captions, offset)
+    return FrameViewer(widgets.VBox([controls, stack]), stack, slider, frames, values, play, captions, offset,
+                       index_trait)
 
 
 def frame_slider(frames: Sequence[bytes], labels: Sequence[str] | None = None, description: str = "frame",
@@ -335,6 +340,7 @@ def decoding_player(frames: Sequence[bytes], labels: Sequence[str] | None = None
     Returns:
         A :class:`FrameViewer`; slider values are 1..S (frame = value - 1).
     """
+    frames = list(frames)
     if not frames:
         raise ValueError("decoding_player needs at least one frame")
     return frame_slider(frames, labels, description, play=True, interval_ms=interval_ms, first=1)

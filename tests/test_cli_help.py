@@ -141,3 +141,19 @@ def test_demo_confidence_official_equals_inpaint_confidence_official(ckpts, tmp_
     for name in ("image_000.png", "image_001.png"):
         assert (tmp_path / "demo" / name).read_bytes() == (tmp_path / "inpaint" / name).read_bytes()
     assert not (tmp_path / "demo" / "image_002.png").exists()
+
+
+def test_readme_and_model_card_quote_the_headline_json():
+    """The README's and the model card's headline numbers are the ones results/benchmark_headline.json holds."""
+    root = Path(__file__).resolve().parents[1]
+    rows = {r["label"]: r for r in json.loads((root / "results" / "benchmark_headline.json").read_text())["rows"]
+            if r["track"] == "freeform"}
+    readme, card = (root / "README.md").read_text(), (root / "checkpoints" / "README.md").read_text()
+    default, paper = rows["maskgit cosine T=8"], rows["maskgit cosine T=8 official-conf"]
+    kid = lambda r: f"{1000 * r['kid']:.1f} ± {1000 * r['kid_std']:.1f}"  # noqa: E731  (x 1000)
+    biharmonic = rows["baseline biharmonic"]
+    assert f"| **{default['fid']:.1f}** | {kid(default)} |" in readme
+    assert f"| {paper['fid']:.1f} | {kid(paper)} |" in readme
+    assert f"| {biharmonic['fid']:.1f} | {kid(biharmonic)} |" in readme
+    assert f"FID {default['fid']:.2f}" in card and f"scores {biharmonic['fid']:.2f}" in card
+    assert f"FID: {default['fid']:.2f}, the headline row" in readme  # what `make demo` printed

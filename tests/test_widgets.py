@@ -149,3 +149,13 @@ def test_frame_slider_counts_from_one_and_starts_anywhere():
         widgets.frame_slider(frames, first=1, value=0)
     with pytest.raises(ValueError, match="first must be 0 or 1"):
         widgets.frame_slider(frames, first=2)
+
+
+def test_show_moves_the_slider_so_play_and_stack_agree():
+    images, is_masked, confidence = _trace_like()
+    player = widgets.decoding_player(widgets.decoding_frames(images, is_masked, confidence))
+    player.show(3)  # frame 3 = step 4
+    assert (player.slider.value, player.play.value, player.current) == (4, 4, 3)
+    explorer = widgets.mask_ratio_explorer(torch.zeros(3, 64, 64), num_values=5)
+    explorer.show(4)
+    assert explorer.slider.index == 4 and explorer.slider.value == 1.0 and explorer.current == 4

@@ -50,7 +50,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser, batch_size: int = 64
                    help="Gumbel noise on the confidence, annealed (default %(default)s)")
     g.add_argument("--temperature", dest="sampling_temperature", type=nonnegative_float,
                    default=D.sampling_temperature, metavar="TAU",
-                   help="sampling temperature, 0 = argmax (default %(default)s)")
+                   help="sampling temperature, 0 = argmax; with --confidence lab the token is always the "
+                        "argmax and tau only rescales p (default %(default)s)")
     g.add_argument("--prefill", choices=("harmonic", "gray"), default=D.prefill,
                    help="what the tokenizer sees in the holes: a smooth fill from the hole borders "
                         "or the lab's gray 128 (default %(default)s)")

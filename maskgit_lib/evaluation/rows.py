@@ -107,8 +107,8 @@ def plan_rows(profile: str = "full", tracks: tuple[str, ...] = TRACKS, seed: int
     """The rows of a profile, track by track: ``quick``, ``headline``, ``full`` or ``complete``.
 
     ``complete`` is the whole grid: the lab's schedules x T in 1, 4, 8, 12, 16, the
-    other schedules at T = 8, sweet spots (12, 8), (16, 8), (16, 12), raw, lab
-    the paper's rule (a GPU job). ``full`` prunes it to fit about an hour on a shared
+    other schedules at T = 8, sweet spots (12, 8), (16, 8), (16, 12), raw, the
+    paper's rule (a GPU job). ``full`` prunes it to fit about an hour on a shared
     2-core CPU at 64 images (:data:`FULL_GRID`, :data:`FULL_OTHER_SCHEDULES`);
     ``quick`` is a few free-form rows; ``headline`` is what the README's table needs
     on the whole test set: cosine T = 8 with the library's default rule (harmonic fill,

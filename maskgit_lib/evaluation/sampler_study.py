@@ -20,9 +20,9 @@ each image with different seeds and keep the one a score prefers:
   within ``SEAM_WIDTH`` pixels of a hole (lower is better; no model call);
 * ``likelihood``: the transformer's log-likelihood of the completed hidden tokens
   given the known ones, each hidden token scored by the first-step logits (all
-  hidden positions masked), i.e. the model's factorised likelihood
-  ``sum_i log p(token_i | known tokens)`` per hidden token (one forward per batch,
-  shared by the K samples).
+  hidden positions masked), i.e. the model's factorised likelihood, averaged over the
+  hidden tokens: ``mean_i log p(token_i | known tokens)`` (one forward per batch,
+  shared by the K samples; harmonic prefill, no dilation, like the default settings).
 
 Used by ``tools/sampler_study.py`` (the full study, ``results/sampler_study/``)
 and notebook 04 (a small version).

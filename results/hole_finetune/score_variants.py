@@ -1,6 +1,6 @@
 """Score sampler settings (and optionally another transformer) on the first N free-form test images.
 
-Usage: TF=<transformer.safetensors> python score_variants.py N THREADS '[{"confidence": "lab"}, {}]'
+Usage: TF=<transformer.safetensors> python score_variants.py N THREADS '[{"confidence": "official"}, {}]'
 Each JSON object holds InpaintSettings fields; TF unset = the shipped transformer.
 Prints FID (vs the same N ground truths), hole PSNR and inpainting seconds per setting.
 """

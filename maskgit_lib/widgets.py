@@ -60,12 +60,13 @@ class FrameViewer(_Displayable):
     Attributes:
         widget: the container to display.
         stack: the :class:`ipywidgets.Stack` of frames (child ``offset + i`` shows frame i).
-        slider: the slider; its value selects the frame (see :meth:`index_of`).
+        slider: the slider; its value (``index_trait``) selects the frame.
         frames: the PNG bytes of every frame.
         values: the slider value of every frame.
         play: an :class:`ipywidgets.Play` jslinked to the slider, or None.
         captions: one caption per frame.
         offset: stack index of frame 0 (1 when the slider counts from 1: child 0 is a placeholder).
+        index_trait: the slider trait linked to the stack: ``value`` (an IntSlider) or ``index`` (a SelectionSlider).
     """
 
     widget: widgets.Widget
@@ -77,10 +78,6 @@ class FrameViewer(_Displayable):
     captions: list[str] = field(default_factory=list)
     offset: int = 0
     index_trait: str = "value"
-
-    def index_of(self, value: Any) -> int:
-        """Frame index of a slider value (the nearest one)."""
-        return int(np.argmin([abs(float(v) - float(value)) for v in self.values]))
 
     @property
     def current(self) -> int:

@@ -133,16 +133,11 @@ def main(argv: list[str] | None = None) -> None:
         run_rules("grid", ss.rule_grid(), SEEDS, a.n or 128, a.shard, repeat=GRID_REPEAT)
     elif a.stage == "steps":
         rules = [dataclasses.replace(r, steps=t) for r in STEP_RULES for t in (1, 4, 12)]
-        run_rules("steps", list(dict.fromkeys(_t1(r) for r in rules)), STEP_SEEDS, a.n or 128, a.shard)
+        run_rules("steps", list(dict.fromkeys(r.canonical() for r in rules)), STEP_SEEDS, a.n or 128, a.shard)
     elif a.stage == "bestofk":
         run_bestofk(a.n or 128, a.k)
     else:
         report()
-
-
-def _t1(rule: ss.SamplerRule) -> ss.SamplerRule:
-    """At T = 1 only tau matters: one canonical rule (score logp, no noise)."""
-    return dataclasses.replace(rule, score="logp", noise=0.0) if rule.steps == 1 else rule
 
 
 if __name__ == "__main__":

@@ -140,7 +140,7 @@ def plan_rows(profile: str = "full", tracks: tuple[str, ...] = TRACKS, seed: int
             candidates = ([mg(t, prefill=p, blend=b) for p, b in fills[:2]]  # the library's defaults
                           + [mg(t, **PAPER_RULE), mg(t, **ARGMAX_PAPER_RULE)]
                           + [mg(t, prefill=p, blend=b, **LAB_RULE) for p, b in fills])
-            rows += [r for i, r in enumerate(candidates) if r.settings not in [c.settings for c in candidates[:i]]]
+            rows += list(dict.fromkeys(candidates))  # a rule equal to the defaults is listed once
         else:
             grid = FULL_GRID if profile == "full" else {s: (1, 4, 8, 12, 16) for s in LAB_SCHEDULES}
             others = FULL_OTHER_SCHEDULES if profile == "full" else [s for s in SCHEDULES if s not in LAB_SCHEDULES]

@@ -30,6 +30,7 @@ and notebook 04 (a small version).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass
@@ -44,8 +45,10 @@ from ..inpaint import Inpainter, InpaintSettings, batch_seed
 from ..masking import pixel_to_token_mask
 from ..prefill import get_prefill
 from . import baselines
+from .benchmark import run_maskgit_group
 from .fid import frechet_distance_from_features
 from .kid import kid_from_features
+from .rows import Row
 from .tracks import TrackData, features, hole_metrics
 
 SCORES = {"logp": "official", "p": "p"}  # rule score -> InpaintSettings.confidence
@@ -71,6 +74,11 @@ class SamplerRule:
         return InpaintSettings(steps=self.steps, sampling_temperature=self.tau, confidence=SCORES[self.score],
                                choice_temperature=self.noise, seed=seed)
 
+    def canonical(self) -> "SamplerRule":
+        """The rule itself, or at T = 1 the one rule per tau (score log p, no noise): one step reveals everything,
+        so score and noise change nothing."""
+        return dataclasses.replace(self, score="logp", noise=0.0) if self.steps == 1 else self
+
     @property
     def deterministic(self) -> bool:
         """True when no random number is drawn: argmax tokens and no choice noise (or a single step)."""
@@ -88,14 +96,8 @@ LAB_RULE = SamplerRule(0.0, "p", 4.5, 8)
 
 def rule_grid(taus=(1.0, 0.5, 0.0), scores=("logp", "p"), noises=(4.5, 1.0, 0.0), steps=(8,)) -> list[SamplerRule]:
     """Every combination; at T = 1 score and noise change nothing (one step reveals all), so one rule per tau."""
-    rules = []
-    for t in steps:
-        for tau in taus:
-            if t == 1:
-                rules.append(SamplerRule(tau, "logp", 0.0, 1))
-                continue
-            rules += [SamplerRule(tau, s, c, t) for s in scores for c in noises]
-    return rules
+    rules = [SamplerRule(tau, s, c, t).canonical() for t in steps for tau in taus for s in scores for c in noises]
+    return list(dict.fromkeys(rules))
 
 
 def selection_track(dataset_dir: str | os.PathLike | None = None, n: int = 128) -> TrackData:
@@ -123,10 +125,14 @@ def _seam(raw: torch.Tensor, images: torch.Tensor, pixel_missing: torch.Tensor) 
 
 
 def _likelihood(inpainter: Inpainter, images: torch.Tensor, pixel_missing: torch.Tensor,
-                completions: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Per completion, float (B,): mean over hidden tokens of log p(token | known tokens), first-step logits."""
-    is_masked = pixel_to_token_mask(pixel_missing, factor=inpainter.factor)  # (B, L)
-    tokens = inpainter.encode(get_prefill("harmonic")(images, pixel_missing))  # (B, L)
+                completions: list[torch.Tensor], settings: InpaintSettings | None = None) -> list[torch.Tensor]:
+    """Per completion, float (B,): mean over hidden tokens of log p(token | known tokens), first-step logits.
+
+    The context is what ``settings`` (default :class:`InpaintSettings`) gives the decoder: its prefill and dilation.
+    """
+    settings = settings or InpaintSettings()
+    is_masked = pixel_to_token_mask(pixel_missing, factor=inpainter.factor, dilate=settings.dilate)  # (B, L)
+    tokens = inpainter.encode(get_prefill(settings.prefill)(images, pixel_missing))  # (B, L)
     logits = inpainter.tokens_to_logits(torch.where(is_masked, inpainter.mask_token_id, tokens))  # (B, L, K+)
     log_p = F.log_softmax(logits[..., :inpainter.mask_token_id].float(), dim=-1)  # (B, L, K)
     count = is_masked.sum(1).clamp_min(1)  # (B,)
@@ -137,14 +143,11 @@ def decode_rule(inpainter: Inpainter, data: TrackData, rule: SamplerRule, seed: 
                 batch_size: int = 64) -> tuple[torch.Tensor, float]:
     """uint8 (N, 3, S, S) outputs of one rule and its wall time in seconds; batch k uses ``batch_seed(seed, k)``.
 
-    Exactly what ``maskgit inpaint`` and the benchmark compute for the same settings, seed and batches.
+    The benchmark's own row computation (:func:`~maskgit_lib.evaluation.benchmark.run_maskgit_group`), so it is
+    exactly what ``maskgit inpaint`` and the benchmark compute for the same settings, seed and batches.
     """
-    settings, outs, t0 = rule.settings(seed), [], time.perf_counter()
-    for k, lo in enumerate(range(0, len(data.names), batch_size)):
-        images, pm = from_uint8(data.inputs[lo:lo + batch_size]), data.pixel_missing[lo:lo + batch_size]
-        gen = torch.Generator(inpainter.device).manual_seed(batch_seed(seed, k))
-        outs.append(to_uint8(inpainter.inpaint(images, pm, settings, gen).images).cpu())
-    return torch.cat(outs), time.perf_counter() - t0
+    row = Row("freeform", "maskgit", rule.settings(seed))
+    return run_maskgit_group(inpainter, data, [row], batch_size, seed)[row]
 
 
 def best_of_k(inpainter: Inpainter, data: TrackData, rule: SamplerRule, k: int, seed: int = 0,
@@ -167,8 +170,9 @@ def best_of_k(inpainter: Inpainter, data: TrackData, rule: SamplerRule, k: int, 
             gen = torch.Generator(inpainter.device).manual_seed(batch_seed(seed + j, b))
             samples.append(inpainter.inpaint(images, pm, rule.settings(seed + j), gen, keep_trace=True))
         t1 = time.perf_counter()
+        finals = [r.trace.final for r in samples]
         scores = {"seam": torch.stack([-_seam(r.raw, images, pm) for r in samples]),  # (K, B) higher = better
-                  "likelihood": torch.stack(_likelihood(inpainter, images, pm, [r.trace.final for r in samples]))}
+                  "likelihood": torch.stack(_likelihood(inpainter, images, pm, finals, rule.settings()))}
         score_s += time.perf_counter() - t1
         decode_s += t1 - t0
         stacked = torch.stack([to_uint8(r.images) for r in samples])  # (K, B, 3, S, S)

@@ -13,7 +13,7 @@ SMOKE ?= 1
 PYTEST_ARGS ?=
 
 .PHONY: venv install data fid-weights setup demo test unit-test notebook-test \
-        check-notebooks notebooks benchmark benchmark-quick bench clean-venv browser-check
+        check-notebooks notebooks benchmark benchmark-quick bench clean-venv browser-check live-check
 
 venv: $(STAMP) install
 
@@ -75,11 +75,19 @@ bench: setup
 clean-venv:
 	rm -rf $(VENV)
 
-# The frame viewers animate with no kernel: notebooks 03 and 04 run in smoke mode with their widget
-# state saved, exported to HTML and driven in headless Chromium (tools/browser_check.py; PASS/FAIL
-# per check, screenshot in docs/img/). The first run installs requirements-browser.txt, Debian's
-# chromium if missing, and the widget JS (npm pack, into .cache/browser/); later runs are offline.
+# Two checks in headless Chromium (PASS/FAIL per check, screenshots in docs/img/):
+# 1. the frame viewers animate with no kernel: notebooks 03 and 04 run in smoke mode with their widget
+#    state saved, exported to HTML and driven with the keyboard and Play (tools/browser_check.py);
+# 2. the hole painter of notebook 04 with a live kernel: JupyterLab on 127.0.0.1, a real mouse drag
+#    on the canvas, Fill, the player it makes (tools/live_check.py; `make live-check` alone).
+# The first run installs requirements-browser.txt, Debian's chromium if missing, and the widget JS
+# (npm pack, into .cache/browser/); later runs are offline.
 # Already executed notebooks work too: make browser-check BROWSER_NOTEBOOKS="notebooks/executed/*.ipynb"
 BROWSER_NOTEBOOKS ?=
 browser-check: data
-	$(PY) tools/browser_check.py $(BROWSER_NOTEBOOKS)
+	@$(PY) tools/browser_check.py $(BROWSER_NOTEBOOKS); saved=$$?; \
+	 $(PY) tools/live_check.py; live=$$?; \
+	 test $$saved -eq 0 -a $$live -eq 0
+
+live-check: data
+	$(PY) tools/live_check.py

@@ -76,6 +76,8 @@ class HolePainter:
     def redraw(self) -> None:
         """Draw the image, then the hole in translucent red."""
         pixels = np.repeat(np.repeat(to_pixels(self.image[None])[0], SCALE, 0), SCALE, 1)  # (S*SCALE, S*SCALE, 3)
+        opaque = np.full(pixels.shape[:2] + (1,), 255, np.uint8)  # RGBA: ipycanvas sends it as PNG (RGB: lossy JPEG)
+        pixels = np.concatenate([pixels, opaque], axis=-1)  # (S*SCALE, S*SCALE, 4)
         with hold_canvas():
             self.canvas.clear()
             self.canvas.put_image_data(pixels, 0, 0)
@@ -166,12 +168,14 @@ def hole_painter(image: torch.Tensor, inpainter: Inpainter, settings: InpaintSet
         raise ValueError(f"image is {image.shape[-1]}x{image.shape[-1]} but the models work at "
                          f"{inpainter.image_size}x{inpainter.image_size}; resize it first (maskgit_lib.data.load_image)")
     size = image.shape[-1]
-    canvas = Canvas(width=size * SCALE, height=size * SCALE, layout=widgets.Layout(border="1px solid #999"))
+    side = f"{size * SCALE}px"  # one canvas pixel per screen pixel (an ipycanvas canvas otherwise fills its row)
+    canvas = Canvas(width=size * SCALE, height=size * SCALE, layout=widgets.Layout(width=side, height=side))
     brush_slider = widgets.IntSlider(value=brush, min=1, max=max(2, size // 4), description="brush")
     fill_button, clear_button = widgets.Button(description="Fill", button_style="primary"), widgets.Button(
         description="Clear")
     status, output = widgets.HTML(), widgets.VBox()
-    box = widgets.VBox([widgets.HBox([brush_slider, fill_button, clear_button]), status, canvas, output])
+    frame = widgets.Box([canvas], layout=widgets.Layout(border="1px solid #999", width="fit-content"))
+    box = widgets.VBox([widgets.HBox([brush_slider, fill_button, clear_button]), status, frame, output])
     painter = HolePainter(box, canvas, image.detach().float().cpu(), np.zeros((size, size), bool), brush_slider,
                           fill_button, clear_button, status, output, inpainter, settings or InpaintSettings())
     canvas.on_mouse_down(painter._down)

@@ -9,6 +9,7 @@ from maskgit_lib import paths
 from maskgit_lib.data import to_uint8
 from maskgit_lib.inpaint import Inpainter, InpaintSettings
 from maskgit_lib.paint import SCALE, hole_painter
+from maskgit_lib.viz import to_pixels
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -56,3 +57,14 @@ def test_fill_keeps_known_pixels_and_shows_every_step(painter):
 def test_bad_image_is_refused(painter):
     with pytest.raises(ValueError, match=r"\(3, S, S\)"):
         hole_painter(torch.zeros(64, 64), painter.inpainter)
+
+
+def test_the_canvas_gets_the_image_losslessly(painter, monkeypatch):
+    sent = []
+    monkeypatch.setattr(painter.canvas, "put_image_data", lambda data, x=0, y=0: sent.append((data, x, y)))
+    painter.redraw()
+    (data, x, y), = sent
+    # 4 channels: ipycanvas sends an RGBA array as PNG (an RGB one as JPEG at quality 75, which smears the edges)
+    assert data.shape == (64 * SCALE, 64 * SCALE, 4) and (x, y) == (0, 0) and (data[..., 3] == 255).all()
+    want = np.repeat(np.repeat(to_pixels(painter.image[None])[0], SCALE, 0), SCALE, 1)
+    assert np.array_equal(data[..., :3], want)

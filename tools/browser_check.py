@@ -537,7 +537,7 @@ _LOCATE_JS = """
 }
 """
 
-_READ_JS = """
+READ_JS = """
 async (i) => {
   const box = document.querySelector('[data-check-viewer="' + i + '"]');
   const stack = box.querySelector('[data-check-stack]');
@@ -637,7 +637,7 @@ def serve(folder: Path):
         server.server_close()
 
 
-def _number(v: Viewer, stack_index: int | None) -> str:
+def frame_number(v: Viewer, stack_index: int | None) -> str:
     """'k/n' (1-based frame among the image frames) of a stack index."""
     if stack_index is None:
         return "none"
@@ -673,23 +673,24 @@ def check_page(page: Any, name: str, viewers: list[Viewer], report: Report, scre
     shot = False
     for i, v in enumerate(viewers):
         label = f"[{name}] {v.kind} (cell {v.cell})"
-        now = page.evaluate(_READ_JS, i)
+        now = page.evaluate(READ_JS, i)
         shown = v.frame_of(now["digest"])
         want = v.saved_index
         report.check(now["images"] == 1 and now["decoded"] and shown is not None and shown == want
                      and now["readout"] == v.readout_of(want),
                      f"{label} initial frame",
-                     f"shows frame {_number(v, shown)} (readout {now['readout']!r}), saved state: frame "
-                     f"{_number(v, want)} (readout {v.readout_of(want)!r}); {now['images']} visible image(s)")
+                     f"shows frame {frame_number(v, shown)} (readout {now['readout']!r}), saved state: frame "
+                     f"{frame_number(v, want)} (readout {v.readout_of(want)!r}); {now['images']} visible image(s)")
         if v.play_id is not None:
-            shot |= _check_play(page, i, v, label, report, screenshot if not shot else None)
-        _check_keys(page, i, v, label, report, steps)
+            shot |= check_play(page, i, v, label, report, screenshot if not shot else None)
+        check_keys(page, i, v, label, report, steps)
     return shot
 
 
-def _check_play(page: Any, i: int, v: Viewer, label: str, report: Report, screenshot: Path | None) -> bool:
+def check_play(page: Any, i: int, v: Viewer, label: str, report: Report, screenshot: Path | None) -> bool:
+    """Play moves viewer ``i`` (marked ``data-check-viewer``) forward; saves a screenshot mid-animation if asked."""
     box = page.locator(f'[data-check-viewer="{i}"]')
-    before = page.evaluate(_READ_JS, i)
+    before = page.evaluate(READ_JS, i)
     start = v.frame_of(before["digest"])
     buttons = box.locator(".widget-play button")
     if buttons.count() == 0:
@@ -701,7 +702,7 @@ def _check_play(page: Any, i: int, v: Viewer, label: str, report: Report, screen
     if start is not None and start == len(v.hashes) - 1:  # at the end Play would not move: stop (back to min) first
         buttons.nth(1).click()
         page.wait_for_timeout(2 * v.interval_ms)
-        before = page.evaluate(_READ_JS, i)
+        before = page.evaluate(READ_JS, i)
         start = v.frame_of(before["digest"])
     buttons.first.click()
     t0 = time.monotonic()
@@ -716,13 +717,13 @@ def _check_play(page: Any, i: int, v: Viewer, label: str, report: Report, screen
     wait = 3.5 * v.interval_ms / 1000 - (time.monotonic() - t0)
     if wait > 0:
         page.wait_for_timeout(int(wait * 1000))
-    after = page.evaluate(_READ_JS, i)
+    after = page.evaluate(READ_JS, i)
     end = v.frame_of(after["digest"])
     waited = time.monotonic() - t0
     ok = (end is not None and start is not None and end > start and after["readout"] != before["readout"]
           and after["readout"] == v.readout_of(end))
     report.check(ok, f"{label} Play",
-                 f"frame {_number(v, start)} -> {_number(v, end)} after Play ({waited:.1f} s, interval "
+                 f"frame {frame_number(v, start)} -> {frame_number(v, end)} after Play ({waited:.1f} s, interval "
                  f"{v.interval_ms} ms), readout {before['readout']!r} -> {after['readout']!r}, "
                  f"{v.frames} frames in the stack"
                  + ("; the visible image is no frame of the stack" if end is None else
@@ -734,13 +735,14 @@ def _check_play(page: Any, i: int, v: Viewer, label: str, report: Report, screen
     return saved
 
 
-def _check_keys(page: Any, i: int, v: Viewer, label: str, report: Report, steps: int) -> None:
+def check_keys(page: Any, i: int, v: Viewer, label: str, report: Report, steps: int) -> None:
+    """``steps`` arrow keys on viewer ``i``'s focused slider handle change the frame, readout and caption."""
     box = page.locator(f'[data-check-viewer="{i}"]')
     handle = box.locator(".widget-slider .noUi-handle").first
     if handle.count() == 0:
         report.check(False, f"{label} slider (keyboard)", "no slider handle (.noUi-handle) in the view")
         return
-    before = page.evaluate(_READ_JS, i)
+    before = page.evaluate(READ_JS, i)
     start = v.frame_of(before["digest"])
     key = "ArrowLeft" if start is not None and start >= len(v.hashes) - 1 else "ArrowRight"
     handle.focus()
@@ -748,14 +750,14 @@ def _check_keys(page: Any, i: int, v: Viewer, label: str, report: Report, steps:
         page.keyboard.press(key)
         page.wait_for_timeout(60)
     page.wait_for_timeout(300)
-    after = page.evaluate(_READ_JS, i)
+    after = page.evaluate(READ_JS, i)
     end = v.frame_of(after["digest"])
     captions_differ = len(set(c for c, h in zip(v.captions, v.hashes) if h is not None)) > 1
     ok = (end is not None and start is not None and end != start and after["readout"] != before["readout"]
           and after["readout"] == v.readout_of(end)
           and (not captions_differ or (after["caption"] != before["caption"]
                                        and after["caption"] == html_lib.unescape(re.sub("<[^>]+>", "", v.captions[end])).strip())))
-    detail = (f"{key} x{steps} on the focused handle: frame {_number(v, start)} -> {_number(v, end)}, "
+    detail = (f"{key} x{steps} on the focused handle: frame {frame_number(v, start)} -> {frame_number(v, end)}, "
               f"readout {before['readout']!r} -> {after['readout']!r}")
     if captions_differ:
         detail += f", caption {before['caption']!r} -> {after['caption']!r}"

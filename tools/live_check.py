@@ -442,20 +442,20 @@ def check_painter(page: Any, index: int, report: Report, screenshot: Path | None
         return
     v = viewers[0]
     label = "[painter] player"
-    now = page.evaluate(bc._READ_JS, 0)
+    now = page.evaluate(bc.READ_JS, 0)
     shown = v.frame_of(now["digest"])
     report.check(shown is not None and shown == v.saved_index and now["readout"] == v.readout_of(shown),
                  f"{label} shows the fill",
-                 f"frame {bc._number(v, shown)} (readout {now['readout']!r}); the kernel's stack is at "
-                 f"{bc._number(v, v.saved_index)}")
+                 f"frame {bc.frame_number(v, shown)} (readout {now['readout']!r}); the kernel's stack is at "
+                 f"{bc.frame_number(v, v.saved_index)}")
     if screenshot is not None:
         view = painter.locator(".widget-vbox").first  # the painter's own box, not the cell's printed text
         view.scroll_into_view_if_needed()
         screenshot.parent.mkdir(parents=True, exist_ok=True)
         screenshot.write_bytes(bc.shrink_png(view.screenshot()))
         print(f"      screenshot: {screenshot} ({screenshot.stat().st_size // 1024} KB)")
-    bc._check_play(page, 0, v, label, report, None)
-    bc._check_keys(page, 0, v, label, report, steps)
+    bc.check_play(page, 0, v, label, report, None)
+    bc.check_keys(page, 0, v, label, report, steps)
 
 
 # ----------------------------------------------------------------------------- server + browser

@@ -23,6 +23,7 @@ from PIL import Image
 from maskgit_lib import widgets
 
 TOOL = Path(__file__).resolve().parent.parent / "tools" / "browser_check.py"
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 spec = importlib.util.spec_from_file_location("browser_check", TOOL)
 bc = importlib.util.module_from_spec(spec)
 sys.modules["browser_check"] = bc  # dataclasses look their module up by name
@@ -101,6 +102,25 @@ def test_state_problems_name_what_is_missing(player):
     gone = _notebook(player.widget)
     del bc.widget_state(gone)[player.widget.model_id]
     assert any("missing from the saved state" in p for p in bc.state_problems(gone))
+
+
+def test_a_notebook_without_viewers_is_only_skipped_when_its_code_builds_none(player):
+    bare = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])  # no widgets, no saved state
+    assert not bc.expects_viewer(bare) and bc.state_problems(bare, require_viewer=False) == []
+    bars = _notebook(ipywidgets.FloatProgress(value=1.0))  # e.g. tqdm's progress bars
+    assert bc.state_problems(bars, require_viewer=False) == []
+    lost = _notebook(ipywidgets.HTML("the viewer is gone"))
+    lost.cells[0].source = "player = widgets.decoding_player(frames)\nplayer"
+    assert bc.expects_viewer(lost)  # its code builds a viewer, so a missing one is a failure
+    assert bc.state_problems(lost, require_viewer=bc.expects_viewer(lost)) == [
+        "no frame viewer displayed (no Stack jslinked to a slider in any output)"]
+    shown_no_state = _notebook(ipywidgets.FloatProgress(value=1.0), state=False)
+    assert bc.state_problems(shown_no_state, require_viewer=False) == [
+        "no saved widget state (metadata.widgets); execute with store_widget_state=True"]
+    for name in ("02_vqgan_tokenizer", "06_fid"):  # the course's notebooks without a frame viewer
+        assert not bc.expects_viewer(nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4))
+    for name in ("01_attention_from_scratch", "03_mvtm_training", "04_iterative_decoding", "05_mask_schedules"):
+        assert bc.expects_viewer(nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4))
 
 
 def test_export_is_localized_and_keeps_state(player):

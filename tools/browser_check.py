@@ -9,7 +9,8 @@ for real:
 1. executes the notebooks in smoke mode (``SMOKE=1``, nbclient with
    ``store_widget_state=True``) into a temporary folder, or takes notebooks that are
    already executed (any notebook given that has outputs, e.g. ``notebooks/executed/*``
-   from ``make notebooks``);
+   from ``make notebooks``); a notebook whose code builds no frame viewer (see
+   ``VIEWER_BUILDERS``) and shows none is skipped (SKIP line, not a failure);
 2. exports each to HTML (nbconvert's lab template) and rewrites the page to load
    require.js and ``@jupyter-widgets/html-manager`` from a local cache instead of a CDN;
 3. serves the pages on 127.0.0.1 and opens them in headless Chromium (playwright driving
@@ -77,6 +78,8 @@ NPM_PACKAGES = {  # key: (name, version, the registry's sha512 integrity of the 
     "requirejs": ("requirejs", "2.3.7",
                   "sha512-DouTG8T1WanGok6Qjg2SXuCMzszOo0eHeH9hDZ5Y4x8Je+9JB38HdTLT4/VA8OaUhBa0JPVHJ0pyBkM1z+pDsw=="),
 }
+# a notebook whose code calls one of these must display a frame viewer (the painter makes a player when filled)
+VIEWER_BUILDERS = ("frame_slider(", "decoding_player(", "mask_ratio_explorer(", "hole_painter(")
 ASSETS = "_widgets"  # URL folder (relative to the pages) the rewritten pages load the JS from
 REQUIRE_JS = f"{ASSETS}/require.js"
 RENDERER_JS = f"{ASSETS}/html-manager/embed-amd.js"
@@ -289,17 +292,26 @@ def _descendants(state: dict[str, dict], mid: str) -> list[str]:
     return seen
 
 
-def state_problems(nb: dict) -> list[str]:
+def expects_viewer(nb: dict) -> bool:
+    """Whether a code cell calls one of the library's frame-viewer builders (:data:`VIEWER_BUILDERS`)."""
+    return any(c.get("cell_type") == "code" and any(b in "".join(c.get("source", "")) for b in VIEWER_BUILDERS)
+               for c in nb.get("cells", []))
+
+
+def state_problems(nb: dict, require_viewer: bool = True) -> list[str]:
     """Why a notebook's saved widget state cannot animate in a browser (empty list: it can).
 
-    Problems: no saved state; a displayed widget missing from it; no frame viewer displayed;
-    a displayed Stack that no slider is jslinked to (it could only change frames with a kernel).
-    Viewers that were built but never displayed do not count.
+    Problems: no saved state (while widgets are displayed, or a viewer is required); a displayed
+    widget missing from it; no frame viewer displayed (when ``require_viewer``); a displayed Stack
+    that no slider is jslinked to (it could only change frames with a kernel). Viewers that were
+    built but never displayed do not count.
     """
     state = widget_state(nb)
-    if state is None:
-        return ["no saved widget state (metadata.widgets); execute with store_widget_state=True"]
     shown = displayed_ids(nb)
+    if state is None:
+        if not require_viewer and not shown:
+            return []  # no widgets at all: nothing to animate
+        return ["no saved widget state (metadata.widgets); execute with store_widget_state=True"]
     missing = [m for _, m in shown if m not in state]
     problems = [f"{len(missing)} displayed widget(s) missing from the saved state: {', '.join(missing[:3])}"] if missing else []
     viewers = [v for v in find_viewers(state, shown) if v.view_id is not None]
@@ -309,7 +321,7 @@ def state_problems(nb: dict) -> list[str]:
             if state[sub].get("model_name") == "StackModel" and sub not in linked:
                 problems.append(f"the Stack {sub} shown in cell {cell} is not jslinked to a slider: "
                                 "without a kernel it cannot change frames")
-    if not viewers and not any("not jslinked" in p for p in problems):
+    if require_viewer and not viewers and not any("not jslinked" in p for p in problems):
         problems.append("no frame viewer displayed (no Stack jslinked to a slider in any output)")
     for v in viewers:
         problems += [f"{v.kind} in cell {v.cell}: {p}" for p in v.problems]
@@ -873,8 +885,13 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 print(f"      executed in {time.monotonic() - t0:.0f} s", flush=True)
                 nbformat.write(nb, out / f"{name}.ipynb")
-            problems = state_problems(nb)
+            required = expects_viewer(nb)
+            problems = state_problems(nb, require_viewer=required)
             viewers = [v for v in find_viewers(widget_state(nb) or {}, displayed_ids(nb)) if v.view_id is not None]
+            if not problems and not viewers and not required:
+                print(f"SKIP  [{name}] no frame viewer in this notebook ({len(displayed_ids(nb))} other widget view(s), "
+                      "e.g. progress bars): nothing to animate", flush=True)
+                continue
             if not report.check(not problems, f"[{name}] saved widget state",
                                 "; ".join(problems) if problems else
                                 f"{len(widget_state(nb))} models, {len(viewers)} frame viewer(s) jslinked to their slider"):

@@ -97,7 +97,8 @@ def test_server_command_is_local_and_quiet(tmp_path):
 
 
 def test_stroke_check_accepts_the_painters_drag_and_rejects_wrong_masks(painter):
-    a, b = (14.0, 18.0), (50.0, 42.0)
+    a, b = lc.drag_points(64)
+    assert a == (14.08, 17.92) and b == (49.92, 42.24)
     _drag(painter, a, b)
     mask = painter.missing.copy()
     assert lc.stroke_problems(mask, a, b, painter.brush.value) == []
@@ -150,8 +151,10 @@ def test_probes_read_the_painter(painter):
     painter.fill(torch.Generator().manual_seed(0))
     live = _probe(lc._PROBE_STATE, painter)
     assert live["player"] and live["root"] == painter.widget.model_id
-    state = lc.reachable_state(live["state"], live["root"])
+    state = live["state"]  # the painter's models only, picked in the kernel
     assert painter.player.stack.model_id in state and painter.canvas.model_id in state
+    here = lc.reachable_state(ipywidgets.Widget.get_manager_state(drop_defaults=False)["state"], live["root"])
+    assert state == json.loads(json.dumps(here))
     unrelated = widgets.decoding_player([widgets.compose_frame([np.zeros((8, 8, 3), np.uint8)], ["x"], "f")] * 2)
     assert unrelated.stack.model_id not in lc.reachable_state(ipywidgets.Widget.get_manager_state()["state"],
                                                               live["root"])

@@ -864,6 +864,7 @@ def main(argv: list[str] | None = None) -> int:
             link.unlink() if link.is_symlink() else shutil.rmtree(link)
         link.symlink_to(assets, target_is_directory=True)
         pages = []
+        skipped = 0
         names: set[str] = set()
         for path in paths:
             name = path.stem
@@ -891,6 +892,7 @@ def main(argv: list[str] | None = None) -> int:
             if not problems and not viewers and not required:
                 print(f"SKIP  [{name}] no frame viewer in this notebook ({len(displayed_ids(nb))} other widget view(s), "
                       "e.g. progress bars): nothing to animate", flush=True)
+                skipped += 1
                 continue
             if not report.check(not problems, f"[{name}] saved widget state",
                                 "; ".join(problems) if problems else
@@ -918,9 +920,11 @@ def main(argv: list[str] | None = None) -> int:
                             args.keys, render_timeout_s=60)
             except Exception as e:  # noqa: BLE001 - a browser that does not start is a failed check
                 report.check(False, "browser", f"{type(e).__name__}: {str(e).strip()[:800]}")
+    if not report.lines:
+        report.check(False, "checks", f"none of the {len(paths)} notebook(s) holds a frame viewer: nothing was checked")
     took = time.monotonic() - t_start
     verdict = "FAIL" if report.failures else "PASS"
-    print(f"{verdict}: {len(report.lines) - report.failures} passed, {report.failures} failed "
+    print(f"{verdict}: {len(report.lines) - report.failures} passed, {report.failures} failed, {skipped} skipped "
           f"({len(paths)} notebook(s), {took:.0f} s)")
     return 1 if report.failures else 0
 

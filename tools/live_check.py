@@ -8,10 +8,11 @@ it can only be checked with a kernel behind the page. This tool:
    127.0.0.1 there (a random token; settings, workspaces, runtime and IPython folders in the
    temporary folder, news and update checks off), its kernel in smoke mode (``SMOKE=1``);
 2. opens the notebook in headless Chromium (playwright driving Debian's ``/usr/bin/chromium``;
-   every request outside the server blocked) and runs all cells; no cell may raise;
+   every request and WebSocket to another host blocked, service workers off) and runs all cells;
+   no cell may raise;
 3. on the painter's canvas (rendered by ipycanvas's JupyterLab extension):
    a) **Clear**: the status reads 0 pixels and the canvas shows the kernel's image, pixel for
-      pixel (the canvas screenshot, 4x4 blocks averaged, against the kernel's 8-bit image);
+      pixel (every screen pixel of the canvas screenshot against the kernel's 8-bit image, scaled up);
    b) **paint**: a real mouse drag along a line. The kernel's mask (read back through the
       kernel) must cover the line and stay within the brush radius of it, the status must
       count its pixels, and the canvas must show exactly that mask in translucent red;
@@ -34,6 +35,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import inspect
 import io
 import json
 import os
@@ -62,9 +64,9 @@ DEFAULT_SCREENSHOT = ROOT / "docs" / "img" / "hole_painter_live.png"
 PAINTER_CALL = "hole_painter("  # the painter's cell is the code cell that calls this
 SCALE = 4  # canvas pixels per image pixel (maskgit_lib.paint.SCALE)
 HOLE_RGB, HOLE_ALPHA = (230, 40, 40), 0.55  # maskgit_lib.paint.HOLE_RGBA
-# the drag, in image pixels: one straight segment, so whichever mouse-move events the kernel receives, the
-# painted polyline is this line
-DRAG = ((14.0, 18.0), (50.0, 42.0))
+# the drag, in fractions of the image side: one straight segment, so whichever mouse-move events the kernel
+# receives, the painted polyline is this line
+DRAG = ((0.22, 0.28), (0.78, 0.66))
 KNOWN_TOLERANCE, HOLE_TOLERANCE = 1, 2  # 8-bit levels: the image is sent losslessly (PNG); the blend rounds
 LAB_SETTINGS = {  # user settings: no news feed, no update check (both would reach for the network)
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false", "checkForUpdates": False},
@@ -107,9 +109,15 @@ def lab_env(tmp: Path) -> dict[str, str]:
     """The server's (and so the kernel's) environment: smoke mode, one thread, config in ``tmp``."""
     env = dict(os.environ, SMOKE="1", MPLBACKEND="Agg", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                JUPYTER_CONFIG_DIR=str(tmp / "config"), JUPYTER_RUNTIME_DIR=str(tmp / "runtime"),
-               IPYTHONDIR=str(tmp / "ipython"), JUPYTER_NO_CONFIG="1")
-    env.pop("JUPYTER_TOKEN", None)
+               IPYTHONDIR=str(tmp / "ipython"), JUPYTER_DATA_DIR=str(tmp / "data"), JUPYTER_NO_CONFIG="1")
+    for key in ("JUPYTER_TOKEN", "JUPYTER_PATH", "JUPYTER_CONFIG_PATH"):  # only this environment's kernel and extensions
+        env.pop(key, None)
     return env
+
+
+def drag_points(size: int) -> tuple[tuple[float, float], tuple[float, float]]:
+    """:data:`DRAG` in image pixels of a ``size`` x ``size`` image (x, y)."""
+    return tuple((round(fx * size, 2), round(fy * size, 2)) for fx, fy in DRAG)  # type: ignore[return-value]
 
 
 def free_port() -> int:
@@ -216,10 +224,13 @@ print(_json.dumps({"size": int(painter.missing.shape[0]), "brush": int(painter.b
                    "pixels": _b64.b64encode(_np.ascontiguousarray(_to_pixels(painter.image[None])[0])).decode(),
                    "status": painter.status.value}))
 """
-_PROBE_STATE = """
+# only the painter's models go back (the whole state of a real-mode kernel is megabytes: over the server's output
+# rate limit), so reachable_state runs in the kernel
+_PROBE_STATE = "from typing import Any\n" + inspect.getsource(reachable_state) + """
 import json as _json, ipywidgets as _w
 print(_json.dumps({"root": painter.widget.model_id, "player": painter.player is not None,
-                   "state": _w.Widget.get_manager_state(drop_defaults=False)["state"]}))
+                   "state": reachable_state(_w.Widget.get_manager_state(drop_defaults=False)["state"],
+                                            painter.widget.model_id)}))
 """
 
 
@@ -247,7 +258,8 @@ async () => {
 }
 """
 
-_RUN_ALL_JS = "async () => { await window.jupyterapp.commands.execute('notebook:run-all-cells'); return true; }"
+# started, not awaited: the tool polls the cells, so a hanging cell meets the tool's timeout
+_RUN_ALL_JS = "() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); return true; }"
 
 _CELLS_JS = """
 () => {
@@ -339,7 +351,11 @@ def kernel_json(page: Any, code: str) -> dict:
     res = page.evaluate(_KERNEL_JS, code)
     if res["err"]:
         raise RuntimeError(f"kernel probe failed: {res['err']}")
-    return json.loads(res["out"])
+    try:
+        return json.loads(res["out"])
+    except json.JSONDecodeError as e:
+        raise RuntimeError(f"kernel probe printed no JSON ({len(res['out'])} characters: {res['out'][:200]!r}); "
+                           "too large for the server's output rate limit?") from e
 
 
 def _wait_stable_status(page: Any, timeout_s: float) -> str | None:
@@ -414,14 +430,19 @@ def check_painter(page: Any, index: int, report: Report, screenshot: Path | None
     before = kernel_json(page, _PROBE_MASK)
     check_canvas(page, report, "[painter] canvas shows the image", before, folder / "canvas-cleared.png")
 
-    drag(page, *DRAG, before["size"])
-    status = _wait_stable_status(page, 30)
+    a, b = drag_points(before["size"])
+    drag(page, a, b, before["size"])
+    _wait_stable_status(page, 30)
     probe = kernel_json(page, _PROBE_MASK)
     missing, _ = decode_mask_probe(probe)
-    problems = stroke_problems(missing, *DRAG, probe["brush"])
+    # the page's status line catches up with the kernel's (the kernel handles the mouse events in order)
+    shown, status = _poll(page, _STATUS_JS, lambda s: s == probe["status"], 15)
+    problems = stroke_problems(missing, a, b, probe["brush"])
+    if not shown:
+        problems.append(f"the page's status {status!r} is not the kernel's {probe['status']!r}")
     report.check(not problems and missing.any() and hole_count(status or "") == int(missing.sum()),
                  "[painter] mouse drag paints the mask",
-                 f"drag {DRAG[0]} -> {DRAG[1]} (image px, brush {probe['brush']}): the kernel's mask holds "
+                 f"drag {a} -> {b} (image px, brush {probe['brush']}): the kernel's mask holds "
                  f"{int(missing.sum())} px, status {status!r}" + ("; " + "; ".join(problems) if problems else
                                                                  ", covers the drag and stays within the brush"))
     check_canvas(page, report, "[painter] canvas shows the painted hole", probe, folder / "canvas-painted.png")
@@ -432,7 +453,7 @@ def check_painter(page: Any, index: int, report: Report, screenshot: Path | None
     report.check(ok and live["player"], "[painter] Fill", f"status {status!r}")
     if not (ok and live["player"]):
         return
-    state = reachable_state(live["state"], live["root"])
+    state = live["state"]
     viewers = [v for v in bc.find_viewers(state, [(index, live["root"])]) if v.view_id == live["root"]]
     located = page.evaluate(_LOCATE_PLAYER_JS, 0) if len(viewers) == 1 else f"{len(viewers)} viewers in the kernel"
     if not report.check(len(viewers) == 1 and not located and not viewers[0].problems, "[painter] player",
@@ -487,16 +508,28 @@ def jupyterlab(folder: Path, tmp: Path, timeout_s: float = 90):
             time.sleep(0.5)
         yield base, token
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)  # the server shuts its kernels down on SIGTERM
+        stop_server(proc, base, token)
+        log.close()
+
+
+def stop_server(proc: subprocess.Popen, base: str, token: str) -> None:
+    """Shut the server down with its kernels (each kernel runs in its own session, out of the server's group).
+
+    First the server's own shutdown (it stops every kernel), then SIGTERM, then SIGKILL of its group.
+    """
+    if proc.poll() is None:
+        with contextlib.suppress(OSError):
+            req = urllib.request.Request(f"{base}api/shutdown", method="POST", headers={"Authorization": f"token {token}"})
+            urllib.request.urlopen(req, timeout=10).close()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGTERM)  # the server also stops its kernels on SIGTERM
             try:
                 proc.wait(20)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(5)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # a kernel left in the group
-        log.close()
 
 
 def _tail(path: Path, n: int = 6) -> str:
@@ -513,7 +546,7 @@ def run(notebook: Path, chromium: Path, report: Report, screenshot: Path | None,
     with contextlib.ExitStack() as stack:
         if keep is not None and keep.exists() and any(keep.iterdir()):
             raise bc.SetupError(f"--keep {keep}: the folder exists and is not empty; give a new or empty one")
-        tmp = keep or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="live-check-")))
+        tmp = keep.resolve() if keep else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="live-check-")))
         work = tmp / "notebooks"
         work.mkdir(parents=True, exist_ok=True)
         (work / notebook.name).write_text(json.dumps(strip_outputs(nb), indent=1), encoding="utf-8")
@@ -523,18 +556,25 @@ def run(notebook: Path, chromium: Path, report: Report, screenshot: Path | None,
         pw = stack.enter_context(sync_playwright())
         profile = stack.enter_context(tempfile.TemporaryDirectory(prefix="chromium-"))
         ctx = pw.chromium.launch_persistent_context(profile, executable_path=str(chromium), headless=True,
-                                                    args=bc.CHROMIUM_ARGS, viewport={"width": 1280, "height": 1000})
+                                                    args=bc.CHROMIUM_ARGS, viewport={"width": 1280, "height": 1000},
+                                                    service_workers="block")
         stack.callback(ctx.close)
         blocked: list[str] = []
 
         def route(r: Any) -> None:
-            if r.request.url.startswith(base) or r.request.url.startswith(base.replace("http", "ws", 1)):
+            if r.request.url.startswith(base):
                 r.continue_()
             else:
                 blocked.append(r.request.url)
                 r.abort()
 
-        ctx.route("**/*", route)
+        def close_socket(ws: Any) -> None:
+            blocked.append(ws.url)
+            ws.close()
+
+        ctx.route("**/*", route)  # HTTP(S)
+        ws_base = base.replace("http", "ws", 1)  # the kernel's WebSocket is the server's; any other is closed
+        ctx.route_web_socket(lambda url: not url.startswith(ws_base), close_socket)
         page = ctx.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -544,8 +584,8 @@ def run(notebook: Path, chromium: Path, report: Report, screenshot: Path | None,
             return
         t0 = time.monotonic()
         page.evaluate(_RUN_ALL_JS)
-        ok, cells = _poll(page, _CELLS_JS, lambda c: c["kernel"] == "idle" and all(x["count"] for x in c["cells"]),
-                          run_timeout_s, every_ms=1000)
+        ok, cells = _poll(page, _CELLS_JS, lambda c: c["kernel"] == "idle" and (
+            all(x["count"] for x in c["cells"]) or any(x["errors"] for x in c["cells"])), run_timeout_s, every_ms=1000)
         failed = [f"cell {x['index']}: {x['errors'][0]}" for x in cells["cells"] if x["errors"]]
         report.check(ok and not failed, "[lab] run all cells",
                      f"{sum(bool(x['count']) for x in cells['cells'])}/{len(cells['cells'])} code cells ran in "
@@ -569,10 +609,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keys", type=int, default=3, help="arrow-key presses in the slider check")
     parser.add_argument("--keep", type=Path, help="keep the server's folder (notebook copy, log) here")
     args = parser.parse_args(argv)
+    # a SIGTERM (a CI timeout, kill) unwinds like Ctrl-C, so the server and its kernels are shut down
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     t_start = time.monotonic()
     try:
-        chromium, _ = bc.setup()
+        bc.ensure_playwright()
+        chromium = bc.ensure_chromium()  # the widget JS of the saved-state check is not needed here
     except (bc.SetupError, subprocess.CalledProcessError) as e:
         print(f"FAIL  setup: {e}")
         return 1

@@ -190,6 +190,8 @@ def compose_frame(panels: Sequence[np.ndarray], captions: Sequence[str], title: 
                   panel: int = PANEL, pad: int = 8) -> bytes:
     """Put panels side by side with a caption above each and a title line; return PNG bytes.
 
+    Each panel gets a 1-pixel light-gray frame (drawn in the gap, the panel itself untouched).
+
     Args:
         panels: uint8 (h, w, 3) or (h, w) arrays, each scaled (nearest) to ``panel`` pixels.
         captions: one caption per panel.
@@ -209,6 +211,8 @@ def compose_frame(panels: Sequence[np.ndarray], captions: Sequence[str], title: 
         im = Image.fromarray(np.asarray(arr, np.uint8)).convert("RGB").resize((panel, panel), Image.Resampling.NEAREST)
         x = pad + i * (panel + pad)
         canvas.paste(im, (x, top + head))
+        # a thin frame in the gap around the panel, so an all-white panel (no token hidden) is still seen
+        draw.rectangle((x - 1, top + head - 1, x + panel, top + head + panel), outline=(190, 190, 190))
         draw.text((x, top + 3), caption, fill=(0, 0, 0), font=font)
     buf = io.BytesIO()
     canvas.save(buf, format="PNG")

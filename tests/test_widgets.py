@@ -159,3 +159,15 @@ def test_show_moves_the_slider_so_play_and_stack_agree():
     explorer = widgets.mask_ratio_explorer(torch.zeros(3, 64, 64), num_values=5)
     explorer.show(4)
     assert explorer.slider.index == 4 and explorer.slider.value == 1.0 and explorer.current == 4
+
+
+def test_compose_frame_frames_each_panel_without_touching_it():
+    white = widgets.mask_panel(torch.zeros(256, dtype=torch.bool))  # no token hidden: an all-white panel
+    dark = np.zeros((4, 4, 3), np.uint8)
+    img = np.asarray(Image.open(io.BytesIO(widgets.compose_frame([white, dark], ["a", "b"], panel=32, pad=8))))
+    y0 = 20  # no title: one caption line of 20 px above the panels
+    for x0, value in ((8, 255), (48, 0)):
+        assert (img[y0:y0 + 32, x0:x0 + 32] == value).all()  # the panel itself is untouched
+        ring = np.concatenate([img[y0 - 1, x0 - 1:x0 + 33], img[y0 + 32, x0 - 1:x0 + 33],
+                               img[y0 - 1:y0 + 33, x0 - 1], img[y0 - 1:y0 + 33, x0 + 32]])
+        assert (ring == 190).all()  # a light-gray frame in the gap, so a white panel shows on the white page

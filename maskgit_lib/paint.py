@@ -31,7 +31,8 @@ from .viz import to_pixels
 from .widgets import FrameViewer, decoding_frames, decoding_player
 
 SCALE = 4  # canvas pixels per image pixel
-HOLE_RGBA = "rgba(230, 40, 40, 0.55)"
+HOLE_RGB, HOLE_ALPHA = (230, 40, 40), 0.55  # the painted hole: translucent red over the image
+HOLE_RGBA = f"rgba({HOLE_RGB[0]}, {HOLE_RGB[1]}, {HOLE_RGB[2]}, {HOLE_ALPHA})"
 
 
 @dataclass(repr=False)

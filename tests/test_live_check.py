@@ -59,8 +59,7 @@ def _probe(code: str, painter) -> dict:
     return json.loads(out.getvalue())
 
 
-def test_the_constants_match_the_painter():
-    assert lc.SCALE == SCALE
+def test_the_css_colour_the_painter_fills_with_is_the_one_the_check_expects():
     r, g, b, a = (float(x) for x in HOLE_RGBA[HOLE_RGBA.index("(") + 1:-1].split(","))
     assert (lc.HOLE_RGB, lc.HOLE_ALPHA) == ((r, g, b), a)
 

@@ -88,6 +88,7 @@ STATE_MIME = "application/vnd.jupyter.widget-state+json"
 VIEW_MIME = "application/vnd.jupyter.widget-view+json"
 ERROR_TEXTS = ("Error displaying widget", "Error creating widget", "Could not create a view",
                "Loading widget", "Failed to load model class", "Click to show javascript error")
+SMOKE_ENV = {"SMOKE": "1", "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # a notebook's kernel
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -498,7 +499,7 @@ def execute(path: Path, timeout: int) -> Any:
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
-    env = {"SMOKE": "1", "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env = SMOKE_ENV
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # the kernel inherits this process's environment
     try:
@@ -527,8 +528,22 @@ def export_html(nb: Any) -> str:
 
 # ----------------------------------------------------------------------------- the browser
 
+# JS: mark the one slider+stack box inside ``area`` as viewer ``i`` (for READ_JS); '' or what is wrong
+MARK_VIEWER_FN = """
+function markViewer(area, i) {
+  const stacks = [...area.querySelectorAll('.widget-box')].filter(b =>
+      b.parentElement && b.parentElement.classList.contains('widget-vbox') && b.previousElementSibling &&
+      b.previousElementSibling.querySelector('.widget-slider'));
+  if (stacks.length !== 1) return 'found ' + stacks.length + ' slider+stack boxes';
+  stacks[0].parentElement.setAttribute('data-check-viewer', String(i));
+  stacks[0].setAttribute('data-check-stack', String(i));
+  return '';
+}
+"""
+
 _LOCATE_JS = """
 (viewers) => {
+  %s
   const scripts = [...document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]')];
   const out = [];
   viewers.forEach((v, i) => {
@@ -536,18 +551,12 @@ _LOCATE_JS = """
     if (!s) { out.push('no view script for model ' + v.view_id); return; }
     const area = s.previousElementSibling;
     if (!area || !area.classList.contains('widget-subarea')) { out.push('view of ' + v.view_id + ' not rendered'); return; }
-    const stacks = [...area.querySelectorAll('.widget-box')].filter(b =>
-        b.parentElement && b.parentElement.classList.contains('widget-vbox') && b.previousElementSibling &&
-        b.previousElementSibling.querySelector('.widget-slider'));
-    if (stacks.length !== 1) { out.push('found ' + stacks.length + ' slider+stack boxes in the view of ' + v.view_id); return; }
-    const box = stacks[0].parentElement;
-    box.setAttribute('data-check-viewer', String(i));
-    stacks[0].setAttribute('data-check-stack', String(i));
-    out.push('');
+    const why = markViewer(area, i);
+    out.push(why ? why + ' in the view of ' + v.view_id : '');
   });
   return out;
 }
-"""
+""" % MARK_VIEWER_FN
 
 READ_JS = """
 async (i) => {
@@ -685,18 +694,22 @@ def check_page(page: Any, name: str, viewers: list[Viewer], report: Report, scre
     shot = False
     for i, v in enumerate(viewers):
         label = f"[{name}] {v.kind} (cell {v.cell})"
-        now = page.evaluate(READ_JS, i)
-        shown = v.frame_of(now["digest"])
-        want = v.saved_index
-        report.check(now["images"] == 1 and now["decoded"] and shown is not None and shown == want
-                     and now["readout"] == v.readout_of(want),
-                     f"{label} initial frame",
-                     f"shows frame {frame_number(v, shown)} (readout {now['readout']!r}), saved state: frame "
-                     f"{frame_number(v, want)} (readout {v.readout_of(want)!r}); {now['images']} visible image(s)")
+        check_initial(page, i, v, f"{label} initial frame", report, "saved state")
         if v.play_id is not None:
             shot |= check_play(page, i, v, label, report, screenshot if not shot else None)
         check_keys(page, i, v, label, report, steps)
     return shot
+
+
+def check_initial(page: Any, i: int, v: Viewer, name: str, report: Report, source: str) -> None:
+    """Viewer ``i`` shows one decoded image: the frame ``v.saved_index`` (what ``source`` holds), with its readout."""
+    now = page.evaluate(READ_JS, i)
+    shown = v.frame_of(now["digest"])
+    want = v.saved_index
+    report.check(now["images"] == 1 and now["decoded"] and shown is not None and shown == want
+                 and now["readout"] == v.readout_of(want), name,
+                 f"shows frame {frame_number(v, shown)} (readout {now['readout']!r}), {source}: frame "
+                 f"{frame_number(v, want)} (readout {v.readout_of(want)!r}); {now['images']} visible image(s)")
 
 
 def check_play(page: Any, i: int, v: Viewer, label: str, report: Report, screenshot: Path | None) -> bool:
@@ -776,23 +789,40 @@ def check_keys(page: Any, i: int, v: Viewer, label: str, report: Report, steps: 
     report.check(ok, f"{label} slider (keyboard)", detail)
 
 
+def offline_context(pw: Any, profile: str, chromium: Path, base: str, height: int) -> tuple[Any, list[str]]:
+    """Headless Chromium (a persistent context in ``profile``) that reaches only ``base``.
+
+    Every HTTP request elsewhere is aborted and every WebSocket elsewhere closed (their URLs are
+    appended to the returned list); service workers are blocked (they would bypass the routing).
+    """
+    ctx = pw.chromium.launch_persistent_context(profile, executable_path=str(chromium), headless=True,
+                                                args=CHROMIUM_ARGS, viewport={"width": 1280, "height": height},
+                                                service_workers="block")
+    blocked: list[str] = []
+
+    def route(r: Any) -> None:
+        if r.request.url.startswith(base):
+            r.continue_()
+        else:
+            blocked.append(r.request.url)
+            r.abort()
+
+    def close_socket(ws: Any) -> None:
+        blocked.append(ws.url)
+        ws.close()
+
+    ws_base = base.replace("http", "ws", 1)
+    ctx.route("**/*", route)
+    ctx.route_web_socket(lambda url: not url.startswith(ws_base), close_socket)
+    return ctx, blocked
+
+
 def run_browser(pages: list[tuple[str, Path, list[Viewer], dict[str, int]]], root: Path, chromium: Path, report: Report,
                 screenshot: Path | None, steps: int, render_timeout_s: float) -> None:
     from playwright.sync_api import sync_playwright
 
     with serve(root) as base, sync_playwright() as pw, tempfile.TemporaryDirectory(prefix="chromium-") as profile:
-        ctx = pw.chromium.launch_persistent_context(profile, executable_path=str(chromium), headless=True,
-                                                    args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 900})
-        blocked: list[str] = []
-
-        def route(r: Any) -> None:
-            if r.request.url.startswith(base):
-                r.continue_()
-            else:
-                blocked.append(r.request.url)
-                r.abort()
-
-        ctx.route("**/*", route)
+        ctx, blocked = offline_context(pw, profile, chromium, base, height=900)
         try:
             for name, html_path, viewers, third_party in pages:
                 page = ctx.new_page()

@@ -57,13 +57,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import browser_check as bc  # a sibling tool: setup, Report, the viewer checks
 
+from maskgit_lib.paint import HOLE_ALPHA, HOLE_RGB, SCALE  # how the painter draws (canvas px per image px, hole colour)
+
 ROOT = bc.ROOT
 Report = bc.Report
 NOTEBOOK = ROOT / "notebooks" / "04_iterative_decoding.ipynb"
 DEFAULT_SCREENSHOT = ROOT / "docs" / "img" / "hole_painter_live.png"
 PAINTER_CALL = "hole_painter("  # the painter's cell is the code cell that calls this
-SCALE = 4  # canvas pixels per image pixel (maskgit_lib.paint.SCALE)
-HOLE_RGB, HOLE_ALPHA = (230, 40, 40), 0.55  # maskgit_lib.paint.HOLE_RGBA
 # the drag, in fractions of the image side: one straight segment, so whichever mouse-move events the kernel
 # receives, the painted polyline is this line
 DRAG = ((0.22, 0.28), (0.78, 0.66))
@@ -107,9 +107,9 @@ def lab_command(root: Path, port: int, token: str, settings: Path, workspaces: P
 
 def lab_env(tmp: Path) -> dict[str, str]:
     """The server's (and so the kernel's) environment: smoke mode, one thread, config in ``tmp``."""
-    env = dict(os.environ, SMOKE="1", MPLBACKEND="Agg", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               JUPYTER_CONFIG_DIR=str(tmp / "config"), JUPYTER_RUNTIME_DIR=str(tmp / "runtime"),
-               IPYTHONDIR=str(tmp / "ipython"), JUPYTER_DATA_DIR=str(tmp / "data"), JUPYTER_NO_CONFIG="1")
+    env = dict(os.environ, **bc.SMOKE_ENV, JUPYTER_CONFIG_DIR=str(tmp / "config"),
+               JUPYTER_RUNTIME_DIR=str(tmp / "runtime"), IPYTHONDIR=str(tmp / "ipython"),
+               JUPYTER_DATA_DIR=str(tmp / "data"), JUPYTER_NO_CONFIG="1")
     for key in ("JUPYTER_TOKEN", "JUPYTER_PATH", "JUPYTER_CONFIG_PATH"):  # only this environment's kernel and extensions
         env.pop(key, None)
     return env
@@ -321,17 +321,12 @@ _STATUS_JS = """
 """
 
 _LOCATE_PLAYER_JS = """
-(i) => {  // the player inside the painter: a slider+stack VBox, as browser_check locates viewers
-  const out = document.querySelector('[data-live="painter"]');
-  const stacks = [...out.querySelectorAll('.widget-box')].filter(b =>
-      b.parentElement && b.parentElement.classList.contains('widget-vbox') && b.previousElementSibling &&
-      b.previousElementSibling.querySelector('.widget-play') && b.previousElementSibling.querySelector('.widget-slider'));
-  if (stacks.length !== 1) return 'found ' + stacks.length + ' player(s) in the painter';
-  stacks[0].parentElement.setAttribute('data-check-viewer', String(i));
-  stacks[0].setAttribute('data-check-stack', String(i));
-  return '';
+(i) => {  // the player inside the painter, marked as browser_check marks viewers
+  %s
+  const why = markViewer(document.querySelector('[data-live="painter"]'), i);
+  return why ? why + ' in the painter' : '';
 }
-"""
+""" % bc.MARK_VIEWER_FN
 
 
 def _poll(page: Any, js: str, done: Any, timeout_s: float, every_ms: int = 250, arg: Any = None) -> tuple[bool, Any]:
@@ -462,12 +457,7 @@ def check_painter(page: Any, index: int, report: Report, screenshot: Path | None
         return
     v = viewers[0]
     label = "[painter] player"
-    now = page.evaluate(bc.READ_JS, 0)
-    shown = v.frame_of(now["digest"])
-    report.check(shown is not None and shown == v.saved_index and now["readout"] == v.readout_of(shown),
-                 f"{label} shows the fill",
-                 f"frame {bc.frame_number(v, shown)} (readout {now['readout']!r}); the kernel's stack is at "
-                 f"{bc.frame_number(v, v.saved_index)}")
+    bc.check_initial(page, 0, v, f"{label} shows the fill", report, "the kernel's stack")
     if screenshot is not None:
         view = painter.locator(".widget-vbox").first  # the painter's own box, not the cell's printed text
         view.scroll_into_view_if_needed()
@@ -555,26 +545,8 @@ def run(notebook: Path, chromium: Path, report: Report, screenshot: Path | None,
         print(f"      JupyterLab up in {time.monotonic() - t0:.0f} s", flush=True)
         pw = stack.enter_context(sync_playwright())
         profile = stack.enter_context(tempfile.TemporaryDirectory(prefix="chromium-"))
-        ctx = pw.chromium.launch_persistent_context(profile, executable_path=str(chromium), headless=True,
-                                                    args=bc.CHROMIUM_ARGS, viewport={"width": 1280, "height": 1000},
-                                                    service_workers="block")
+        ctx, blocked = bc.offline_context(pw, profile, chromium, base, height=1000)  # the kernel's WebSocket is base's
         stack.callback(ctx.close)
-        blocked: list[str] = []
-
-        def route(r: Any) -> None:
-            if r.request.url.startswith(base):
-                r.continue_()
-            else:
-                blocked.append(r.request.url)
-                r.abort()
-
-        def close_socket(ws: Any) -> None:
-            blocked.append(ws.url)
-            ws.close()
-
-        ctx.route("**/*", route)  # HTTP(S)
-        ws_base = base.replace("http", "ws", 1)  # the kernel's WebSocket is the server's; any other is closed
-        ctx.route_web_socket(lambda url: not url.startswith(ws_base), close_socket)
         page = ctx.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
